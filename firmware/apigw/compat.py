@@ -1,0 +1,63 @@
+"""The one place that asks "am I on CPython?".
+
+Everything else imports ticks, const and the MicroPython-only helpers from here, so the same
+modules run on a board, on the unix port and under CPython (host tests, tools).
+This module must stay tiny: it is imported first on every board.
+"""
+
+import sys
+
+IS_MICROPYTHON = sys.implementation.name == "micropython"
+
+if IS_MICROPYTHON:
+    import micropython  # type: ignore
+    import time
+
+    const = micropython.const
+    ticks_ms = time.ticks_ms  # type: ignore[attr-defined]
+    ticks_us = time.ticks_us  # type: ignore[attr-defined]
+    ticks_diff = time.ticks_diff  # type: ignore[attr-defined]
+    ticks_add = time.ticks_add  # type: ignore[attr-defined]
+    sleep_ms = time.sleep_ms  # type: ignore[attr-defined]
+
+    def mem_free():
+        import gc
+
+        return gc.mem_free()  # type: ignore[attr-defined]
+
+    def mem_alloc():
+        import gc
+
+        return gc.mem_alloc()  # type: ignore[attr-defined]
+
+else:
+    import time
+
+    # Ticks wrap like a board's (30-bit period) so wraparound bugs show up on the host too.
+    _TICKS_PERIOD = 1 << 30
+    _TICKS_HALF = _TICKS_PERIOD // 2
+    _T0 = time.monotonic_ns()
+
+    def const(x):
+        return x
+
+    def ticks_ms():
+        return ((time.monotonic_ns() - _T0) // 1000000) % _TICKS_PERIOD
+
+    def ticks_us():
+        return ((time.monotonic_ns() - _T0) // 1000) % _TICKS_PERIOD
+
+    def ticks_diff(a, b):
+        return ((a - b + _TICKS_HALF) % _TICKS_PERIOD) - _TICKS_HALF
+
+    def ticks_add(a, delta):
+        return (a + delta) % _TICKS_PERIOD
+
+    def sleep_ms(ms):
+        time.sleep(ms / 1000)
+
+    def mem_free():
+        return -1
+
+    def mem_alloc():
+        return -1

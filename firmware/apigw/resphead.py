@@ -1,0 +1,149 @@
+"""Reads an upstream's response head and rewrites it, in place, for the client.
+
+Sans-IO: ResponseHead.parse() looks at bytes in a buffer and records what the relay needs (status,
+framing, whether the upstream keeps the connection); rewrite() drops hop-by-hop header lines and
+appends the gateway's own (Via, Connection) without a second buffer. No allocation.
+"""
+
+from .native import mem_eq_lower, mem_move, parse_uint
+
+CRLFCRLF = b"\r\n\r\n"
+VIA_11 = b"Via: 1.1 apigw\r\n"
+CONN_CLOSE = b"Connection: close\r\n"
+CONN_KEEP_ALIVE = b"Connection: keep-alive\r\n"
+
+# Header names (lowercase) the relay looks at. Hop-by-hop ones are dropped (RFC 9110 7.6.1);
+# Transfer-Encoding is kept because chunked bodies are relayed as they are.
+_N_CONNECTION = b"connection"
+_N_KEEP_ALIVE = b"keep-alive"
+_N_PROXY_CONNECTION = b"proxy-connection"
+_N_TE = b"te"
+_N_TRAILER = b"trailer"
+_N_UPGRADE = b"upgrade"
+_N_CONTENT_LENGTH = b"content-length"
+_N_TRANSFER_ENCODING = b"transfer-encoding"
+_V_CLOSE = b"close"
+_V_CHUNKED = b"chunked"
+
+# Room left in front of the head so rewrite() can add lines without overtaking unread bytes.
+RESERVE = 64
+
+
+class ResponseHead:
+    """What the relay knows about one upstream response."""
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self):
+        self.status = 0
+        self.version = 11
+        self.head_end = 0
+        self.length = -1  # Content-Length, or -1
+        self.chunked = False
+        self.close = False  # upstream will close after this response
+        self.drop = 0  # bit k set: header line k is hop-by-hop (first 30 lines)
+
+    def has_body(self, method_head):
+        s = self.status
+        return not (method_head or s == 204 or s == 304 or 100 <= s < 200)
+
+    def parse(self, buf, start, end):
+        """Find and read a response head in buf[start:end]. Returns head_end (> 0) when complete,
+        0 when more bytes are needed, -1 when malformed. No allocation."""
+        he = buf.find(CRLFCRLF, start, end)
+        if he < 0:
+            return 0
+        he += 4
+        self.clear()
+        # Status line: HTTP/1.x SP ddd ...
+        if end - start < 12 or buf[start] != 72 or buf[start + 4] != 47 or buf[start + 8] != 32:
+            return -1
+        if buf[start + 5] != 49 or buf[start + 6] != 46:
+            return -1
+        self.version = 10 if buf[start + 7] == 48 else 11
+        status = parse_uint(buf, start + 9, start + 12)
+        if status < 100 or status > 599:
+            return -1
+        self.status = status
+        self.close = self.version == 10
+        line = buf.find(b"\r\n", start, he) + 2
+        k = 0
+        while line < he - 2:
+            eol = buf.find(b"\r\n", line, he)
+            colon = buf.find(b":", line, eol)
+            if colon <= line:
+                return -1
+            v = colon + 1
+            while v < eol and (buf[v] == 32 or buf[v] == 9):
+                v += 1
+            ve = eol
+            while ve > v and (buf[ve - 1] == 32 or buf[ve - 1] == 9):
+                ve -= 1
+            n = colon - line
+            hop = False
+            if n == 10 and mem_eq_lower(buf, line, _N_CONNECTION, 0, 10):
+                hop = True
+                if ve - v == 5 and mem_eq_lower(buf, v, _V_CLOSE, 0, 5):
+                    self.close = True
+                elif self.version == 10 and ve - v == 10 and mem_eq_lower(buf, v, _N_KEEP_ALIVE, 0, 10):
+                    self.close = False
+            elif n == 14 and mem_eq_lower(buf, line, _N_CONTENT_LENGTH, 0, 14):
+                length = parse_uint(buf, v, ve)
+                if length < 0 or (self.length >= 0 and length != self.length):
+                    return -1
+                self.length = length
+            elif n == 17 and mem_eq_lower(buf, line, _N_TRANSFER_ENCODING, 0, 17):
+                if ve - v >= 7 and mem_eq_lower(buf, ve - 7, _V_CHUNKED, 0, 7):
+                    self.chunked = True
+                else:
+                    self.close = True  # another coding: the body ends when the upstream closes
+            elif (
+                (n == 10 and mem_eq_lower(buf, line, _N_KEEP_ALIVE, 0, 10))
+                or (n == 16 and mem_eq_lower(buf, line, _N_PROXY_CONNECTION, 0, 16))
+                or (n == 2 and mem_eq_lower(buf, line, _N_TE, 0, 2))
+                or (n == 7 and mem_eq_lower(buf, line, _N_TRAILER, 0, 7))
+                or (n == 7 and mem_eq_lower(buf, line, _N_UPGRADE, 0, 7))
+            ):
+                hop = True
+            if hop:
+                if k >= 30:
+                    return -1  # more hop-by-hop lines than we track: refuse rather than leak them
+                self.drop |= 1 << k
+            k += 1
+            line = eol + 2
+        if self.chunked:
+            self.length = -1  # RFC 9112 6.3: Transfer-Encoding overrides Content-Length
+        self.head_end = he
+        return he
+
+    def rewrite(self, buf, start, client_close, client_version):
+        """Rewrite the head parsed at buf[start:head_end] into buf[0:], dropping hop-by-hop lines
+        and adding Via and Connection. start must be >= RESERVE. Returns the new head length.
+        Writes never overtake reads: the output starts RESERVE bytes behind the input and grows by
+        less than that. No allocation."""
+        he = self.head_end
+        eol = buf.find(b"\r\n", start, he) + 2
+        mem_move(buf, 0, buf, start, eol - start)  # status line
+        w = eol - start
+        line = eol
+        k = 0
+        drop = self.drop
+        while line < he - 2:
+            eol = buf.find(b"\r\n", line, he) + 2
+            if not (drop >> k) & 1:
+                mem_move(buf, w, buf, line, eol - line)
+                w += eol - line
+            k += 1
+            line = eol
+        mem_move(buf, w, VIA_11, 0, len(VIA_11))
+        w += len(VIA_11)
+        if client_close:
+            mem_move(buf, w, CONN_CLOSE, 0, len(CONN_CLOSE))
+            w += len(CONN_CLOSE)
+        elif client_version == 10:
+            mem_move(buf, w, CONN_KEEP_ALIVE, 0, len(CONN_KEEP_ALIVE))
+            w += len(CONN_KEEP_ALIVE)
+        buf[w] = 13
+        buf[w + 1] = 10
+        return w + 2

@@ -1,0 +1,39 @@
+"""Helpers for portable tests: the same `def test_*()` runs under pytest and the unix port.
+
+Portable test modules import only this (never pytest), so they load on MicroPython too.
+Under CPython a skip is pytest.skip; under MicroPython it raises SkipTest, which
+host_tests/mpy_run.py counts as skipped.
+"""
+
+import sys
+
+IS_MICROPYTHON = sys.implementation.name == "micropython"
+
+
+class SkipTest(Exception):
+    """Raised by skip() on MicroPython; the runner counts the test as skipped."""
+
+
+def skip(reason):
+    """Skip the calling test with a reason, on either runtime."""
+    if IS_MICROPYTHON:
+        raise SkipTest(reason)
+    import pytest
+
+    pytest.skip(reason)
+
+
+def requires_micropython():
+    """Skip under CPython (tests of heap_lock, viper, mem_total); do nothing on MicroPython."""
+    if not IS_MICROPYTHON:
+        skip("needs MicroPython (heap_lock / viper); runs under host_tests/mpy_run.py")
+
+
+def raises(exc_type, fn, *args, **kw):
+    """Call fn(*args, **kw); return the exc_type it raised, or fail with AssertionError."""
+    try:
+        fn(*args, **kw)
+    except exc_type as e:
+        return e
+    name = getattr(fn, "__name__", "call")
+    raise AssertionError("%s did not raise %r" % (name, exc_type))

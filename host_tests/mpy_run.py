@@ -1,0 +1,155 @@
+"""Test runner for the portable suite on the MicroPython unix port.
+
+Run from the repository root:
+
+    MICROPYPATH=firmware:host_tests:.frozen .venv/bin/micropython host_tests/mpy_run.py [-v] [names...]
+
+It imports every host_tests/test_*.py (top level only: host_tests/cpython/ is CPython-only),
+calls each function whose name starts with `test_` (in name order), and ends with the line
+`N passed, N failed` (plus `, N skipped`). The exit code is 1 if anything failed or nothing ran.
+
+names select what runs: `test_native` or `native` (a module), `native.test_mem_move` (one test).
+-v prints every test's name and outcome.
+
+Memory: `make test` runs this with `-X heapsize=256k` (an option of the micropython binary,
+given before the script name), so a test that allocates grossly fails with MemoryError here.
+Each test starts after gc.collect(); each module is dropped from sys.modules when done.
+"""
+
+import gc
+import sys
+import time
+
+import check
+
+
+def _print_exc(e):
+    if hasattr(sys, "print_exception"):
+        sys.print_exception(e)  # type: ignore[attr-defined]
+    else:
+        import traceback
+
+        traceback.print_exception(type(e), e, e.__traceback__)
+
+
+def _test_dir():
+    script = sys.argv[0] if sys.argv and sys.argv[0] else "host_tests/mpy_run.py"
+    i = script.rfind("/")
+    return script[:i] if i >= 0 else "."
+
+
+def _modules(test_dir):
+    import os
+
+    names = []
+    for name in os.listdir(test_dir):
+        if name.startswith("test_") and name.endswith(".py"):
+            names.append(name[:-3])
+    names.sort()
+    return names
+
+
+def _parse_selection(args):
+    """Map module name -> None (all tests) or a list of test names."""
+    sel = {}
+    for a in args:
+        if a.endswith(".py"):
+            a = a[:-3]
+        a = a.replace(":", ".")
+        i = a.rfind("/")
+        if i >= 0:
+            a = a[i + 1 :]
+        func = None
+        if "." in a:
+            a, func = a.split(".", 1)
+        if not a.startswith("test_"):
+            a = "test_" + a
+        if func is not None and not func.startswith("test_"):
+            func = "test_" + func
+        if func is None:
+            sel[a] = None
+        elif a not in sel:
+            sel[a] = [func]
+        elif sel[a] is not None:
+            sel[a].append(func)
+    return sel
+
+
+def _run_module(name, only, verbose, counts):
+    """Import one test module and run its tests; counts is [passed, failed, skipped]."""
+    gc.collect()
+    try:
+        mod = __import__(name)
+    except Exception as e:
+        print("ERROR importing", name)
+        _print_exc(e)
+        counts[1] += 1
+        return
+    tests = [t for t in dir(mod) if t.startswith("test_") and callable(getattr(mod, t))]
+    tests.sort()
+    if only is not None:
+        missing = [t for t in only if t not in tests]
+        for t in missing:
+            print("ERROR", name + "." + t, "not found")
+            counts[1] += 1
+        tests = [t for t in tests if t in only]
+    p0, f0, s0 = counts[0], counts[1], counts[2]
+    t0 = time.ticks_ms() if hasattr(time, "ticks_ms") else 0  # type: ignore[attr-defined]
+    for t in tests:
+        fn = getattr(mod, t)
+        gc.collect()
+        try:
+            fn()
+        except check.SkipTest as e:
+            counts[2] += 1
+            if verbose:
+                print("  skip", t, "-", e)
+        except Exception as e:  # noqa: BLE001 - report every failure, keep going
+            counts[1] += 1
+            print("FAIL", name + "." + t)
+            _print_exc(e)
+        else:
+            counts[0] += 1
+            if verbose:
+                print("  ok  ", t)
+    ms = time.ticks_diff(time.ticks_ms(), t0) if t0 else 0  # type: ignore[attr-defined]
+    line = "%s: %d passed, %d failed" % (name, counts[0] - p0, counts[1] - f0)
+    if counts[2] - s0:
+        line += ", %d skipped" % (counts[2] - s0)
+    print(line, "(%d ms)" % ms)
+    del mod
+    if name in sys.modules:
+        del sys.modules[name]
+
+
+def main(argv):
+    verbose = "-v" in argv
+    args = [a for a in argv if a != "-v"]
+    test_dir = _test_dir()
+    found = _modules(test_dir)
+    sel = _parse_selection(args)
+    counts = [0, 0, 0]
+    if sel:
+        for name in sel:
+            if name not in found:
+                print("ERROR no module", name, "in", test_dir)
+                counts[1] += 1
+        run = [m for m in found if m in sel]
+    else:
+        run = found
+    for name in run:
+        _run_module(name, sel.get(name) if sel else None, verbose, counts)
+    line = "%d passed, %d failed" % (counts[0], counts[1])
+    if counts[2]:
+        line += ", %d skipped" % counts[2]
+    print(line)
+    if counts[1]:
+        return 1
+    if counts[0] + counts[2] == 0:
+        print("no tests ran")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
