@@ -501,6 +501,7 @@ def test_heap_lock_route_and_dispatch():
     assert any(gw.get_route(s.route)["headers"] for s in hits)
     out = [0] * 32
 
+    @micropython.native  # the test's own loop must not take its frame from the heap either
     def run(slots):
         i = 0
         for s in slots:
@@ -510,6 +511,9 @@ def test_heap_lock_route_and_dispatch():
 
     run(hits)
     want = out[:]
+    before = micropython.mem_total()  # heap_lock misses heap frames (they fall back to the stack)
+    run(hits)
+    assert micropython.mem_total() - before == 0
     micropython.heap_lock()
     try:
         run(hits)

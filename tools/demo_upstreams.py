@@ -5,7 +5,8 @@
 Services on 127.0.0.1, at base port + offset (HTTP/1.1, keep-alive):
 
   sensors    +0  GET /temp, GET /humidity (JSON readings); GET|POST /echo; else JSON 404
-  controller +1  echoes any request with its name; GET /big?size=N (N bytes of pattern());
+  controller +1  echoes any request with its name (an API version prefix /v1, /v2... is
+                 accepted and dropped); GET /big?size=N (N bytes of pattern());
                  GET /chunked?n=K&size=S&delay_ms=D (chunked response); GET /status/NNN
   slow       +2  sleeps ?ms=N (default 3000), then echoes
   reset      +3  reads the request head, then resets the connection (SO_LINGER 0), no answer
@@ -20,6 +21,7 @@ base_port=0 picks free ports (servers[name].port). stop() shuts them all down.
 
 import argparse
 import json
+import re
 import signal
 import socket
 import socketserver
@@ -162,16 +164,20 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self._json(404, {"error": "not found", "service": name, "path": url.path})
         elif name == "controller":
-            if url.path == "/big":
+            path = url.path
+            m = re.match(r"/v[0-9]+(/.*)?$", path)  # the API version prefix routes may add
+            if m:
+                path = m.group(1) or "/"
+            if path == "/big":
                 self._big(int(query.get("size", ["65536"])[0]))
-            elif url.path == "/chunked":
+            elif path == "/chunked":
                 self._chunked(
                     int(query.get("n", ["5"])[0]),
                     int(query.get("size", ["0"])[0]),
                     int(query.get("delay_ms", ["0"])[0]),
                 )
-            elif url.path.startswith("/status/"):
-                code = int(url.path[8:] or 200)
+            elif path.startswith("/status/"):
+                code = int(path[8:] or 200)
                 if code in (204, 304):
                     self._send(code)
                 else:

@@ -6,7 +6,7 @@ Sans-IO: feed() takes a buffer and offsets and answers with an int. Chunk data i
 bulk; only size lines and trailers are looked at byte by byte. No allocation.
 """
 
-from .compat import const
+from .compat import const, micropython
 
 _SIZE = const(0)  # reading hex digits of a chunk size
 _EXT = const(1)  # chunk extension, skipped up to CR
@@ -39,6 +39,7 @@ class ChunkedTracker:
     def done(self):
         return self.state == _DONE
 
+    @micropython.native
     def feed(self, buf, start, end):
         """Consume buf[start:end]. Returns the offset just past the end of the message, MORE if it
         has not ended within these bytes, or ERROR. No allocation."""

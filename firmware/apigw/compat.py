@@ -1,5 +1,9 @@
 """The one place that asks "am I on CPython?".
 
+Hot functions are decorated `@micropython.native` (import `micropython` from here): a bytecode
+function whose frame is bigger than about 11 words takes that frame from the heap on every call,
+a native one keeps it on the C stack, so native hot paths allocate nothing.
+
 Everything else imports ticks, const and the MicroPython-only helpers from here, so the same
 modules run on a board, on the unix port and under CPython (host tests, tools).
 This module must stay tiny: it is imported first on every board.
@@ -29,6 +33,11 @@ if IS_MICROPYTHON:
         import gc
 
         return gc.mem_alloc()  # type: ignore[attr-defined]
+
+    def mem_total():
+        """Bytes allocated since boot, where the port counts them (the unix port does), else -1."""
+        f = getattr(micropython, "mem_total", None)
+        return f() if f is not None else -1
 
 else:
     import time
@@ -61,3 +70,18 @@ else:
 
     def mem_alloc():
         return -1
+
+    def mem_total():
+        return -1
+
+    class micropython:  # noqa: N801
+        """Stand-in for the decorators: the MicroPython compiler reads `@micropython.native` and
+        `@micropython.viper` by name; under CPython they leave the function as it is."""
+
+        @staticmethod
+        def native(f):
+            return f
+
+        @staticmethod
+        def viper(f):
+            return f

@@ -20,6 +20,7 @@ methods do not adds its method bits to slot.allow (-405 if nothing matched fully
 
 from array import array
 
+from .compat import micropython
 from .native import hash_boundaries, hash_span, mem_eq, mem_eq_lower, normalize_path
 from .strtab import StrTable, StrTableError, spread, table
 
@@ -125,6 +126,7 @@ def method_names(bits):
     return [METHOD_NAMES[i] for i in range(7) if bits & (1 << i)]
 
 
+@micropython.native
 def match_segments(p, pi, pend, s, si, send):
     """True if the path tail s[si:send] matches the wildcard pattern tail p[pi:pend].
 
@@ -635,6 +637,7 @@ class ApiGateway:
 
     # -- route decision (the hot path) ------------------------------------------------------------
 
+    @micropython.native
     def route_request(self, slot):
         """Find the route for the parsed request in slot; set slot.route and slot.allow.
 
@@ -730,6 +733,7 @@ class ApiGateway:
                     allow |= m
         return -1 - allow
 
+    @micropython.native
     def _headers_ok(self, c, slot):
         """True if the request has every header of condition chain c. No allocation."""
         buf = slot.buf
@@ -760,6 +764,7 @@ class ApiGateway:
             c = self._hc_next[c]
         return True
 
+    @micropython.native
     def dispatch_request(self, slot):
         """Decide what to do with the routed request in slot (route_request returned >= 0).
 

@@ -20,7 +20,7 @@ are not supported (411): the whole request must fit in the slot's buffer.
 This module must not do I/O or know about routes.
 """
 
-from .compat import IS_MICROPYTHON, const
+from .compat import const, micropython
 from .native import bad_head_byte, mem_eq, mem_eq_lower, normalize_path, parse_uint, span_in
 
 NEED_MORE = const(0)
@@ -59,16 +59,6 @@ METHOD_NAMES = {
     "PATCH": METHOD_PATCH,
     "OPTIONS": METHOD_OPTIONS,
 }
-
-if IS_MICROPYTHON:
-    import micropython  # type: ignore
-else:
-    # The compiler reads `@micropython.native` by name; under CPython it is this no-op.
-    class micropython:  # noqa: N801
-        @staticmethod
-        def native(f):
-            return f
-
 
 _BAD = const(400)
 _LENGTH_REQUIRED = const(411)

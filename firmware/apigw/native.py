@@ -269,6 +269,7 @@ if IS_MICROPYTHON:
             k += 1
         return k
 
+    @micropython.native  # a bytecode frame this size would come from the heap on every call
     def hash_boundaries(buf, start, end, hashes, ends):
         return _hash_boundaries(buf, start, end, hashes, ends, len(ends) - 1)
 

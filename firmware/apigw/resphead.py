@@ -5,6 +5,7 @@ framing, whether the upstream keeps the connection); rewrite() drops hop-by-hop 
 appends the gateway's own (Via, Connection) without a second buffer. No allocation.
 """
 
+from .compat import micropython
 from .native import mem_eq_lower, mem_move, parse_uint
 
 CRLFCRLF = b"\r\n\r\n"
@@ -48,6 +49,7 @@ class ResponseHead:
         s = self.status
         return not (method_head or s == 204 or s == 304 or 100 <= s < 200)
 
+    @micropython.native
     def parse(self, buf, start, end):
         """Find and read a response head in buf[start:end]. Returns head_end (> 0) when complete,
         0 when more bytes are needed, -1 when malformed. No allocation."""
@@ -117,6 +119,7 @@ class ResponseHead:
         self.head_end = he
         return he
 
+    @micropython.native
     def rewrite(self, buf, start, client_close, client_version):
         """Rewrite the head parsed at buf[start:head_end] into buf[0:], dropping hop-by-hop lines
         and adding Via and Connection. start must be >= RESERVE. Returns the new head length.

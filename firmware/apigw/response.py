@@ -6,6 +6,7 @@ response allocates nothing beyond the memoryview slice handed to the socket. No 
 functions return the number of bytes composed and the server writes them.
 """
 
+from .compat import micropython
 from .native import mem_move
 
 REASONS = {
@@ -89,6 +90,7 @@ for _s in (400, 404, 405, 408, 411, 413, 417, 431, 501, 502, 503, 504, 505):  # 
     error_body(_s)
 
 
+@micropython.native
 def put(dst, pos, src):
     """Copy bytes src to dst[pos:]; return the new position. No allocation."""
     n = len(src)
@@ -96,6 +98,7 @@ def put(dst, pos, src):
     return pos + n
 
 
+@micropython.native
 def put_uint(dst, pos, value):
     """Write a non-negative int as decimal digits at dst[pos:]; return the new position. No allocation."""
     if value == 0:
@@ -115,6 +118,7 @@ def put_uint(dst, pos, value):
     return end
 
 
+@micropython.native
 def compose(dst, status, content_type, body, body_len, keep_alive, version, allow=0, retry_after=-1, head_only=False):
     """Compose a complete response into dst: status line, headers and (if it fits) the body.
 
@@ -162,6 +166,7 @@ def compose(dst, status, content_type, body, body_len, keep_alive, version, allo
     return pos + body_len
 
 
+@micropython.native
 def compose_error(dst, status, keep_alive=False, version=11, allow=0, retry_after=-1, head_only=False):
     """Compose the gateway's JSON error for status into dst; returns its length. No allocation
     for the statuses made at boot."""

@@ -77,6 +77,9 @@ class Slot:
         self.keep_alive = True
         self.expect_continue = False
         self.continue_sent = False
+        self.resp_started = False  # bytes of a response have gone to the client
+        self.out_start = 0  # io[out_start:out_end]: composed but not yet taken by the socket
+        self.out_end = 0
         self.host = -1  # header index of Host, or -1
         self.conn_extra = False  # Connection header names other headers (hop-by-hop)
         # Route decision (filled by ApiGateway.route_request / dispatch_request).

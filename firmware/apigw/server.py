@@ -1,0 +1,361 @@
+"""The gateway's listener: connections, slots, queueing, timeouts, its own endpoints, shutdown.
+
+A connection gets a slot from the SlotPool (or waits a bounded time for one, then 503 with
+Retry-After), reads into the slot's buffer with readinto, and runs each request through
+parse -> route -> dispatch -> direct answer or Upstream.forward. One reaper task enforces every
+timeout by cancelling the connection's task when its slot's deadline passes (no wait_for per
+read), and closes idle keep-alive connections early when others are queued for a slot.
+
+Route semantics live in ApiGateway; this module only moves bytes and keeps counters.
+"""
+
+import asyncio
+import json
+import socket
+import sys
+
+from . import __version__
+from . import httpparse as hp
+from . import response as rsp
+from .compat import mem_alloc, mem_free, mem_total, ticks_add, ticks_diff, ticks_ms
+from .native import mem_eq
+from .slot import BODY, FREE, HEAD, IDLE, UPSTREAM, SlotPool
+from .sockio import IOWait, send_all, send_now
+from .upstream import Upstream, UpstreamError
+
+GW_PREFIX = b"/_gw/"
+GW_HEALTH = b"/_gw/health"
+_REAP_MS = 100
+
+
+def peer_ip(addr):
+    """The client's IP as bytes, from what accept() returned (a tuple on boards, a raw sockaddr on
+    the unix port). Allocates; once per connection."""
+    try:
+        if isinstance(addr, tuple):
+            return str(addr[0]).encode()
+        family, raw, _ = socket.sockaddr(addr)  # type: ignore[attr-defined]
+        return socket.inet_ntop(family, raw).encode()  # type: ignore[attr-defined]
+    except Exception:
+        return b"unknown"
+
+
+class Stats:
+    """Counters kept by the server (the monitoring module builds on these)."""
+
+    def __init__(self):
+        self.connections = 0
+        self.requests = 0
+        self.by_class = [0] * 6  # responses per status class: index 1..5
+        self.parse_errors = 0
+        self.queued = 0  # connections that waited for a slot
+        self.rejected = 0  # connections answered 503 because no slot came free
+        self.timeouts = 0  # 408 and 504
+        self.upstream_errors = 0  # 502
+
+    def count(self, status):
+        self.by_class[status // 100] += 1
+
+
+class Server:
+    def __init__(self, config, log=print):
+        self.config = config
+        self.gw = config.gateway
+        lc = config.listen
+        self.listen = lc
+        self.log = log
+        self.pool = SlotPool(lc.slots, lc.request_buffer, lc.io_buffer, lc.max_headers)
+        self.waits = [IOWait() for _ in range(lc.slots)]  # one per slot, made at boot
+        self.upstream = Upstream(
+            self.gw,
+            self.pool.slots,
+            max_idle_per_service=getattr(lc, "upstream_keepalive", 2),
+            idle_ms=getattr(lc, "upstream_idle_ms", 4000),
+            connect_timeout_ms=lc.connect_timeout_ms,
+        )
+        self.stats = Stats()
+        self.waiters = []  # [event, slot] per queued connection, oldest first
+        self.started = ticks_ms()
+        self.stopping = False
+        self.listener = None
+        self.reaper = None
+        self.stopped = asyncio.Event()
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    async def start(self):
+        lc = self.listen
+        self.listener = await asyncio.start_server(self._on_connect, lc.host, lc.port, backlog=lc.slots + lc.queue_max)
+        self.reaper = asyncio.create_task(self._reap())
+        self.log("apigw " + __version__ + " listening on " + lc.host + ":" + str(lc.port))
+
+    async def stop(self, deadline_ms=None):
+        """Stop accepting, let requests in flight finish until the deadline, close everything."""
+        if deadline_ms is None:
+            deadline_ms = self.listen.shutdown_timeout_ms
+        self.stopping = True
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        for w in self.waiters:
+            w[0].set()
+        end = ticks_add(ticks_ms(), deadline_ms)
+        while self.pool.in_use() and ticks_diff(end, ticks_ms()) > 0:
+            self._cancel_idle()
+            await asyncio.sleep_ms(20)
+        for slot in self.pool.slots:
+            if slot.task is not None:
+                slot.task.cancel()
+        await asyncio.sleep_ms(0)
+        self.upstream.close_all()
+        if self.reaper is not None:
+            self.reaper.cancel()
+            self.reaper = None
+        self.stopped.set()
+        self.log("apigw stopped")
+
+    def _cancel_idle(self):
+        for slot in self.pool.slots:
+            if slot.phase == IDLE and slot.task is not None:
+                slot.task.cancel()
+                slot.task = None
+
+    async def _reap(self):
+        """Every 100 ms: cancel connections past their deadline; reclaim idle ones if others wait."""
+        tick = 0
+        try:
+            while True:
+                await asyncio.sleep_ms(_REAP_MS)
+                now = ticks_ms()
+                for slot in self.pool.slots:
+                    if slot.phase == FREE or slot.task is None:
+                        continue
+                    late = ticks_diff(now, slot.deadline) >= 0
+                    if late or (slot.phase == IDLE and self.waiters):
+                        slot.timed_out = slot.phase
+                        slot.task.cancel()
+                        slot.task = None
+                tick += 1
+                if tick % 10 == 0:
+                    self.upstream.sweep()
+        except asyncio.CancelledError:
+            pass
+
+    # -- connections -----------------------------------------------------------------------------
+
+    async def _wait_slot(self):
+        """Queue for a slot; None when none came free in time (or the queue is full)."""
+        lc = self.listen
+        if len(self.waiters) >= lc.queue_max or self.stopping:
+            return None
+        waiter = [asyncio.Event(), None]
+        self.waiters.append(waiter)
+        self.stats.queued += 1
+        try:
+            await asyncio.wait_for_ms(waiter[0].wait(), lc.queue_timeout_ms)
+        except asyncio.TimeoutError:
+            pass
+        if waiter in self.waiters:
+            self.waiters.remove(waiter)
+        return waiter[1]
+
+    def _release(self, slot):
+        slot.task = None
+        while self.waiters and not self.stopping:  # hand the slot straight to the oldest waiter
+            waiter = self.waiters.pop(0)
+            slot.reset()
+            waiter[1] = slot
+            waiter[0].set()
+            return
+        self.pool.release(slot)
+
+    async def _on_connect(self, reader, writer):
+        self.stats.connections += 1
+        sock = writer.s  # the raw socket behind asyncio's Stream: the request path uses it directly
+        slot = self.pool.acquire()
+        if slot is None:
+            slot = await self._wait_slot()
+            if slot is None:
+                self._refuse(sock)
+                sock.close()
+                return
+        slot.attach(asyncio.current_task(), peer_ip(writer.get_extra_info("peername")))
+        wait = self.waits[slot.index]
+        try:
+            await self._serve(slot, sock, wait)
+        except asyncio.CancelledError:
+            self._on_cancel(slot, sock)
+        except OSError:
+            pass  # the client went away
+        except Exception as e:  # never a traceback to the client; log it and keep serving
+            self.log("apigw: internal error: " + repr(e))
+            sys.print_exception(e)  # type: ignore[attr-defined]
+            if not slot.resp_started:
+                self._reply_error(slot, sock, 500, False, 0)
+        finally:
+            sock.close()
+            self._release(slot)
+
+    def _refuse(self, sock):
+        """503 with Retry-After for a connection that got no slot (rare path: allocates)."""
+        self.stats.rejected += 1
+        self.stats.count(503)
+        buf = bytearray(256)
+        n = rsp.compose_error(buf, 503, False, 11, 0, 1, False)
+        try:
+            send_now(sock, buf, memoryview(buf), 0, n)
+        except OSError:
+            pass
+
+    def _on_cancel(self, slot, sock):
+        """The reaper cancelled the connection (a deadline passed) or the gateway is stopping:
+        answer 408 or 504 if nothing was answered yet, without waiting on the client."""
+        phase = slot.timed_out
+        status = 0
+        if (phase == HEAD or phase == BODY) and slot.n > 0:
+            status = 408
+        elif phase == UPSTREAM and not slot.resp_started:
+            status = 504
+        if status:
+            self.stats.timeouts += 1
+            try:
+                self._reply_error(slot, sock, status, False, 0)
+            except OSError:
+                pass
+
+    def _reply_error(self, slot, sock, status, keep_alive, allow):
+        """Compose the JSON error for status in the slot's I/O buffer and send what the socket
+        takes now. True if some is left (slot.out_start:out_end) for send_all. No allocation."""
+        self.stats.count(status)
+        n = rsp.compose_error(slot.io, status, keep_alive, slot.version, allow, -1, slot.method == hp.METHOD_HEAD)
+        slot.resp_started = True
+        slot.out_start = send_now(sock, slot.io, slot.iomv, 0, n)
+        slot.out_end = n
+        return slot.out_start < n
+
+    async def _serve(self, slot, sock, wait):
+        """Serve requests on one connection until it closes. Per request this allocates only
+        asyncio's poll entries, a memoryview slice when bytes are pipelined, and forward()'s
+        coroutine for a proxied request."""
+        lc = self.listen
+        gw = self.gw
+        stats = self.stats
+        buf = slot.buf
+        io = slot.io
+        size = len(buf)
+        slot.phase = HEAD
+        slot.deadline = ticks_add(ticks_ms(), lc.header_timeout_ms)
+        while True:
+            r = hp.parse_request(slot) if slot.n else hp.NEED_MORE
+            while r == hp.NEED_MORE:
+                if slot.expect_continue and slot.head_end and not slot.continue_sent:
+                    slot.continue_sent = True
+                    send_now(sock, rsp.CONTINUE_100, None, 0, len(rsp.CONTINUE_100))
+                await wait.readable(sock)
+                k = sock.readinto(buf if slot.n == 0 else slot.mv[slot.n : size])
+                if k is None:
+                    continue
+                if k == 0:
+                    return  # the client closed
+                if slot.phase == IDLE:
+                    slot.phase = HEAD
+                    slot.deadline = ticks_add(ticks_ms(), lc.header_timeout_ms)
+                slot.n += k
+                r = hp.parse_request(slot)
+                if r == hp.NEED_MORE and slot.head_end and slot.phase == HEAD:
+                    slot.phase = BODY
+                    slot.deadline = ticks_add(ticks_ms(), lc.header_timeout_ms)
+            if r != hp.DONE:
+                stats.parse_errors += 1
+                if self._reply_error(slot, sock, r, False, 0):
+                    await send_all(wait, sock, io, slot.iomv, slot.out_start, slot.out_end)
+                return
+            stats.requests += 1
+            keep = slot.keep_alive
+            left = False
+            if slot.path_end - slot.path_start >= 5 and mem_eq(buf, slot.path_start, GW_PREFIX, 0, 5):
+                keep = await self._gateway_endpoint(slot, sock, wait)
+            else:
+                rid = gw.route_request(slot)
+                if rid < 0:
+                    if rid == -405:
+                        left = self._reply_error(slot, sock, 405, keep, slot.allow)
+                    else:
+                        left = self._reply_error(slot, sock, 404, keep, 0)
+                else:
+                    svc = gw.dispatch_request(slot)
+                    if svc < 0:
+                        await self._respond(slot, sock, wait, rid)
+                    else:
+                        try:
+                            keep = await self.upstream.forward(slot, svc, sock, wait, gw.service_timeout(svc)) and keep
+                            stats.count(200)  # relayed (per-status counts come with monitoring)
+                        except UpstreamError as e:
+                            stats.upstream_errors += 1
+                            keep = False
+                            left = self._reply_error(slot, sock, e.status, False, 0)
+            if left:  # the socket did not take the whole answer at once
+                await send_all(wait, sock, io, slot.iomv, slot.out_start, slot.out_end)
+            if not keep or self.stopping:
+                return
+            slot.consume()
+            if slot.n:
+                slot.phase = HEAD
+                slot.deadline = ticks_add(ticks_ms(), lc.header_timeout_ms)
+            else:
+                slot.phase = IDLE
+                slot.deadline = ticks_add(ticks_ms(), lc.idle_timeout_ms)
+
+    async def _respond(self, slot, sock, wait, rid):
+        """A respond route: the configured status, type and body, answered by the gateway."""
+        status, ctype, body = self.gw.respond_parts(rid)
+        await self._send(slot, sock, wait, status, ctype, body)
+
+    async def _send(self, slot, sock, wait, status, ctype, body):
+        """A direct answer (respond routes, gateway endpoints)."""
+        self.stats.count(status)
+        io = slot.io
+        n = rsp.compose(io, status, ctype, body, len(body), slot.keep_alive, slot.version, 0, -1, slot.method == hp.METHOD_HEAD)
+        slot.resp_started = True
+        if n < 0:  # the body is larger than the I/O buffer: head, then body
+            await send_all(wait, sock, io, slot.iomv, 0, -n)
+            await send_all(wait, sock, body, memoryview(body), 0, len(body))
+            return
+        sent = send_now(sock, io, slot.iomv, 0, n)
+        if sent < n:
+            await send_all(wait, sock, io, slot.iomv, sent, n)
+
+    async def _gateway_endpoint(self, slot, sock, wait):
+        """The /_gw/ prefix belongs to the gateway: /_gw/health here, more in later modules."""
+        buf = slot.buf
+        left = False
+        n = slot.path_end - slot.path_start
+        if n == len(GW_HEALTH) and mem_eq(buf, slot.path_start, GW_HEALTH, 0, n):
+            if not slot.method & (hp.METHOD_GET | hp.METHOD_HEAD):
+                left = self._reply_error(slot, sock, 405, slot.keep_alive, hp.METHOD_GET | hp.METHOD_HEAD)
+            else:
+                await self._send(slot, sock, wait, 200, None, json.dumps(self.health()).encode())
+                return slot.keep_alive
+        else:
+            left = self._reply_error(slot, sock, 404, slot.keep_alive, 0)
+        if left:
+            await send_all(wait, sock, slot.io, slot.iomv, slot.out_start, slot.out_end)
+        return slot.keep_alive
+
+    def health(self):
+        """The /_gw/health document (allocates; not on the proxy path)."""
+        return {
+            "status": "stopping" if self.stopping else "ok",
+            "version": __version__,
+            "uptime_s": ticks_diff(ticks_ms(), self.started) // 1000,
+            "heap_free": mem_free(),
+            "heap_used": mem_alloc(),
+            "alloc_total": mem_total(),
+            "slots": len(self.pool),
+            "slots_in_use": self.pool.in_use(),
+            "slots_peak": self.pool.peak,
+            "queued": len(self.waiters),
+            "services": self.gw.get_service_count(),
+            "routes": self.gw.get_route_count(),
+            "requests": self.stats.requests,
+        }

@@ -1,0 +1,291 @@
+"""The gateway's command shell: a small command framework and the `gateway` command set.
+
+Commands take a list of words and return text. The same Shell runs on a board's serial console
+(an asyncio task reading lines while the gateway serves), on an optional TCP port bound to
+loopback (off by default: nothing protects it yet), and on the host through tools/gwshell.py.
+Other modules add their commands with Shell.register(). Off the request path: allocates freely.
+"""
+
+from .gateway import METHOD_BITS, GatewayError, HealthStatus, method_names
+
+PROMPT = "apigw> "
+
+
+class ShellError(Exception):
+    """A command's usage error; the message is shown to the user."""
+
+
+def _kv(words):
+    """Split ["a", "k=v", "flag"] into positional words and a {k: v} dict (flags map to True)."""
+    pos = []
+    opts = {}
+    for w in words:
+        eq = w.find("=")
+        if eq > 0:
+            opts[w[:eq]] = w[eq + 1 :]
+        elif w.startswith("--"):
+            opts[w[2:]] = True
+        else:
+            pos.append(w)
+    return pos, opts
+
+
+def table(rows, header):
+    """Format rows (lists of values) as aligned text columns."""
+    rows = [[str(c) for c in r] for r in rows]
+    widths = [len(h) for h in header]
+    for r in rows:
+        for i, c in enumerate(r):
+            if len(c) > widths[i]:
+                widths[i] = len(c)
+    lines = []
+    for r in [list(header)] + rows:
+        lines.append("  ".join(c + " " * (widths[i] - len(c)) for i, c in enumerate(r)).rstrip())
+    return "\n".join(lines)
+
+
+class Shell:
+    """Runs command lines against a gateway (and, on a board, its server)."""
+
+    def __init__(self, gateway, server=None):
+        self.gw = gateway
+        self.server = server
+        self.commands = {}  # name -> (handler(words) -> str, summary, [(sub, usage, help)])
+        self.register("help", self._help, "list commands and sub-commands", [("help [COMMAND]", "", "")])
+        self.register("gateway", self._gateway, "API gateway: routes, services, route decisions", GATEWAY_SUBS)
+
+    def register(self, name, handler, summary, subs):
+        """Add a command. handler(words) returns the text to show; subs documents its sub-commands."""
+        self.commands[name] = (handler, summary, subs)
+
+    def execute(self, line):
+        """Run one command line; returns its output (errors are output too, never raised)."""
+        words = line.split()
+        if not words:
+            return ""
+        entry = self.commands.get(words[0])
+        if entry is None:
+            return "error: unknown command '" + words[0] + "' (try 'help')"
+        try:
+            return entry[0](words[1:])
+        except (ShellError, GatewayError, ValueError) as e:
+            return "error: " + str(e)
+
+    # -- help ------------------------------------------------------------------------------------
+
+    def _help(self, words):
+        names = sorted(self.commands)
+        if words:
+            if words[0] not in self.commands:
+                raise ShellError("unknown command '" + words[0] + "'")
+            names = [words[0]]
+        out = []
+        for name in names:
+            _, summary, subs = self.commands[name]
+            out.append(name + " - " + summary)
+            for sub, usage, text in subs:
+                if name == "help":
+                    continue
+                out.append("  " + name + " " + sub + ((" " + usage) if usage else "") + ("  -- " + text if text else ""))
+        return "\n".join(out)
+
+    # -- gateway ---------------------------------------------------------------------------------
+
+    def _gateway(self, words):
+        if not words:
+            return self._help(["gateway"])
+        sub = words[0]
+        rest = words[1:]
+        if sub == "routes":
+            return self._routes()
+        if sub == "services":
+            return self._services()
+        if sub == "route":
+            return self._route(rest)
+        if sub == "add-route":
+            return self._add_route(rest)
+        if sub == "remove-route":
+            if len(rest) != 1:
+                raise ShellError("usage: gateway remove-route ID|NAME")
+            r = int(rest[0]) if rest[0].isdigit() else rest[0]
+            self.gw.remove_route(r)
+            return "removed route " + rest[0]
+        if sub == "stats":
+            return self._stats()
+        if sub == "stop":
+            if self.server is None:
+                raise ShellError("no running gateway to stop")
+            import asyncio
+
+            asyncio.create_task(self.server.stop())
+            return "stopping"
+        raise ShellError("unknown sub-command 'gateway " + sub + "' (try 'help gateway')")
+
+    def _routes(self):
+        rows = []
+        for d in self.gw.list_routes():
+            if d["respond"] is not None:
+                action = "respond " + str(d["respond"]["status"])
+            else:
+                action = "-> " + str(d["service"])
+                if d["strip_prefix"]:
+                    action += " strip"
+                if d["rewrite"] is not None:
+                    action += " rewrite=" + d["rewrite"]
+            hdrs = ",".join(k + ("" if v is True else "=" + v) for k, v in d["headers"].items())
+            rows.append([d["id"], d["name"] or "-", d["match"], d["path"], d["methods"], hdrs or "-", action])
+        if not rows:
+            return "no routes"
+        return table(rows, ["id", "name", "match", "path", "methods", "headers", "action"])
+
+    def _services(self):
+        rows = []
+        for ep in self.gw.list_services():
+            rows.append(
+                [ep.id, ep.name, ep.host + ":" + str(ep.port), HealthStatus.NAMES[ep.health_status], ep.timeout_ms, ep.routes]
+            )
+        if not rows:
+            return "no services"
+        return table(rows, ["id", "name", "address", "health", "timeout_ms", "routes"])
+
+    def _route(self, words):
+        pos, opts = _kv(words)
+        if len(pos) != 2:
+            raise ShellError("usage: gateway route METHOD PATH [Header=value ...]")
+        method, path = pos[0].upper(), pos[1]
+        rid, allow = self.gw.route(method, path, opts or None)
+        if rid == -400:
+            return "400 bad request: invalid path"
+        if rid == -404:
+            return "404 no route matches " + path
+        if rid == -405:
+            return "405 method not allowed; Allow: " + ",".join(method_names(allow))
+        d = self.gw.get_route(rid)
+        text = "route " + str(rid) + " (" + d["match"] + " " + d["path"] + ")"
+        if d["respond"] is not None:
+            return text + ": respond " + str(d["respond"]["status"])
+        svc = self.gw.dispatch_request(self.gw._scratch)
+        up = self.gw.upstream_path(self.gw._scratch).decode()
+        ep = self.gw.get_service(svc)
+        return text + ": forward to " + ep.name + " " + ep.host + ":" + str(ep.port) + " " + method + " " + up
+
+    def _add_route(self, words):
+        pos, opts = _kv(words)
+        if len(pos) < 1 or len(pos) > 2:
+            raise ShellError(
+                "usage: gateway add-route PATH [SERVICE] [match=prefix] [methods=GET,POST] [strip] "
+                "[rewrite=/p] [name=N] [respond=STATUS] [body=TEXT] [type=MEDIA]"
+            )
+        kw = {"match": opts.get("match", "prefix"), "name": opts.get("name")}
+        if "methods" in opts:
+            names = [m.upper() for m in str(opts["methods"]).split(",") if m]
+            for m in names:
+                if m not in METHOD_BITS:
+                    raise ShellError("unknown method '" + m + "'")
+            kw["methods"] = names
+        if opts.get("strip") or (len(pos) == 2 and "strip" in pos):
+            kw["strip_prefix"] = True
+        if "rewrite" in opts:
+            kw["rewrite"] = opts["rewrite"]
+        if "respond" in opts:
+            kw["respond"] = {
+                "status": int(opts["respond"]),
+                "content_type": opts.get("type", "text/plain"),
+                "body": opts.get("body", ""),
+            }
+        elif len(pos) == 2:
+            kw["service"] = pos[1]
+        else:
+            raise ShellError("a route needs a SERVICE or respond=STATUS")
+        rid = self.gw.add_route(pos[0], **kw)
+        return "added route " + str(rid)
+
+    def _stats(self):
+        gw = self.gw
+        lines = ["services " + str(gw.get_service_count()), "routes " + str(gw.get_route_count())]
+        srv = self.server
+        if srv is not None:
+            st = srv.stats
+            h = srv.health()
+            lines += [
+                "uptime_s " + str(h["uptime_s"]),
+                "heap_free " + str(h["heap_free"]),
+                "slots " + str(h["slots_in_use"]) + "/" + str(h["slots"]) + " (peak " + str(h["slots_peak"]) + ")",
+                "connections " + str(st.connections),
+                "requests " + str(st.requests),
+                "responses 2xx " + str(st.by_class[2]) + " 4xx " + str(st.by_class[4]) + " 5xx " + str(st.by_class[5]),
+                "parse_errors " + str(st.parse_errors),
+                "queued " + str(st.queued) + " rejected " + str(st.rejected),
+                "timeouts " + str(st.timeouts) + " upstream_errors " + str(st.upstream_errors),
+                "upstream connects " + str(srv.upstream.connects) + " reuses " + str(srv.upstream.reuses)
+                + " idle " + str(srv.upstream.idle_count()),
+            ]
+        return "\n".join(lines)
+
+
+GATEWAY_SUBS = [
+    ("routes", "", "list routes in precedence order"),
+    ("services", "", "list services with health"),
+    ("route", "METHOD PATH [Header=value ...]", "show the route decision for a request"),
+    ("add-route", "PATH SERVICE|respond=STATUS [match=...] [methods=...] [strip] [rewrite=...] [name=...]", "add a route"),
+    ("remove-route", "ID|NAME", "remove a route"),
+    ("stats", "", "counters: requests, slots, queue, upstream connections"),
+    ("stop", "", "stop the gateway cleanly (running board only)"),
+]
+
+
+# -- where the shell runs ------------------------------------------------------------------------
+
+
+async def console(shell, stream=None, out=None):
+    """Read command lines from the console (stdin) while the gateway serves."""
+    import asyncio
+    import sys
+
+    reader = stream or asyncio.StreamReader(sys.stdin)  # type: ignore[arg-type]
+    write = out or sys.stdout.write
+    write(PROMPT)
+    while True:
+        line = await reader.readline()
+        if not line:
+            return  # console closed (no terminal): the gateway keeps serving
+        text = shell.execute(line.decode() if isinstance(line, bytes) else line)
+        write((text + "\n" if text else "") + PROMPT)
+
+
+async def serve_tcp(shell, host, port):
+    """The shell on a TCP port (bind to loopback: it has no authentication yet)."""
+    import asyncio
+
+    async def session(reader, writer):
+        try:
+            writer.write(PROMPT.encode())
+            await writer.drain()
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                text = shell.execute(line.decode())
+                writer.write(((text + "\n" if text else "") + PROMPT).encode())
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            await writer.wait_closed()
+
+    return await asyncio.start_server(session, host, port)
+
+
+def start_shells(server):
+    """Start the console shell and, when configured, the TCP shell. Returns the console task."""
+    import asyncio
+
+    shell = Shell(server.gw, server)
+    server.shell = shell
+    sc = getattr(server.config, "shell", None)
+    if sc is not None and getattr(sc, "enabled", False):
+        asyncio.create_task(serve_tcp(shell, sc.host, sc.port))
+        server.log("shell on tcp " + sc.host + ":" + str(sc.port))
+    if sc is not None and not getattr(sc, "console", True):
+        return None
+    return asyncio.create_task(console(shell))

@@ -1,0 +1,75 @@
+"""Boot entry: bring the board up, load gateway.json (or the last good one), serve until stopped.
+
+On a board this runs at power-on; on the unix port `make run` starts it as
+`micropython main.py --config ../boards/unix/gateway.json [--port N]`.
+Ctrl-C on the console stops the gateway cleanly and returns to the REPL.
+"""
+
+import gc
+import sys
+
+import asyncio
+
+from apigw.config import load_with_fallback
+from apigw.server import Server
+
+try:
+    import board  # type: ignore  # boards/<name>/board.py, copied next to main.py
+except ImportError:
+    board = None
+
+
+def _args(argv):
+    opts = {"config": "gateway.json", "port": None, "good": None}
+    i = 1
+    while i < len(argv):
+        a = argv[i]
+        if a in ("--config", "--port", "--good") and i + 1 < len(argv):
+            opts[a[2:]] = argv[i + 1]
+            i += 2
+        else:
+            print("usage: main.py [--config gateway.json] [--port N] [--good last-good.json]")
+            raise SystemExit(2)
+    if opts["good"] is None:
+        path = opts["config"]
+        cut = path.rfind(".json")
+        opts["good"] = (path[:cut] if cut > 0 else path) + ".good.json"
+    return opts
+
+
+async def _run(server):
+    await server.start()
+    shell_task = None
+    try:
+        from apigw.shell import start_shells
+
+        shell_task = start_shells(server)
+    except ImportError:
+        pass
+    await server.stopped.wait()
+    if shell_task is not None:
+        shell_task.cancel()
+
+
+def main(argv=None):
+    opts = _args(argv if argv is not None else getattr(sys, "argv", ["main.py"]))
+    config, error = load_with_fallback(opts["config"], opts["good"])
+    if error is not None:
+        print("apigw: config error: " + str(error))
+        print("apigw: running the last good config " + opts["good"])
+    if opts["port"] is not None:
+        config.listen.port = int(opts["port"])
+    if board is not None:
+        board.setup(config)
+    server = Server(config)
+    gc.collect()  # start serving with the boot garbage gone
+    try:
+        asyncio.run(_run(server))
+    except KeyboardInterrupt:
+        print("apigw: stopping (Ctrl-C)")
+        asyncio.run(server.stop())
+    return server
+
+
+if __name__ == "__main__":
+    main()
