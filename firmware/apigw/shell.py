@@ -133,7 +133,8 @@ class Shell:
                 if d["rewrite"] is not None:
                     action += " rewrite=" + d["rewrite"]
             hdrs = ",".join(k + ("" if v is True else "=" + v) for k, v in d["headers"].items())
-            rows.append([d["id"], d["name"] or "-", d["match"], d["path"], d["methods"], hdrs or "-", action])
+            methods = d["methods"] if isinstance(d["methods"], str) else ",".join(d["methods"])
+            rows.append([d["id"], d["name"] or "-", d["match"], d["path"], methods, hdrs or "-", action])
         if not rows:
             return "no routes"
         return table(rows, ["id", "name", "match", "path", "methods", "headers", "action"])
