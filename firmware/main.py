@@ -61,7 +61,7 @@ def main(argv=None):
         config.listen.port = int(opts["port"])
     if board is not None:
         board.setup(config)
-    server = Server(config)
+    server = Server(config, on_tick=board.feed_watchdog if board is not None else None)
     gc.collect()  # start serving with the boot garbage gone
     try:
         asyncio.run(_run(server))

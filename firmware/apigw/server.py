@@ -58,12 +58,13 @@ class Stats:
 
 
 class Server:
-    def __init__(self, config, log=print):
+    def __init__(self, config, log=print, on_tick=None):
         self.config = config
         self.gw = config.gateway
         lc = config.listen
         self.listen = lc
         self.log = log
+        self.on_tick = on_tick  # called every reaper round (a board feeds its watchdog there)
         self.pool = SlotPool(lc.slots, lc.request_buffer, lc.io_buffer, lc.max_headers)
         self.waits = [IOWait() for _ in range(lc.slots)]  # one per slot, made at boot
         self.upstream = Upstream(
@@ -135,6 +136,8 @@ class Server:
                         slot.timed_out = slot.phase
                         slot.task.cancel()
                         slot.task = None
+                if self.on_tick is not None:
+                    self.on_tick()
                 tick += 1
                 if tick % 10 == 0:
                     self.upstream.sweep()
