@@ -53,7 +53,12 @@ async def _run(server):
 
 def main(argv=None):
     opts = _args(argv if argv is not None else getattr(sys, "argv", ["main.py"]))
+    # Collect often while the config loads: otherwise its garbage fills the heap and the small
+    # objects that stay end up spread over all of it, leaving no gap big enough for a slot buffer.
+    gc.collect()
+    gc.threshold(4096)
     config, error = load_with_fallback(opts["config"], opts["good"])
+    gc.threshold(-1)
     if error is not None:
         print("apigw: config error: " + str(error))
         print("apigw: running the last good config " + opts["good"])

@@ -117,3 +117,10 @@ def test_writer_allocates_nothing():
     finally:
         micropython.heap_unlock()
     assert counts[0] > 0
+
+
+def test_every_x_forwarded_for_line_kept():
+    raw = b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 203.0.113.7\r\nX-A: 1\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2\r\n\r\n"
+    out = _forward(_slot(raw))
+    assert b"X-Forwarded-For: 203.0.113.7, 10.0.0.1, 10.0.0.2, 192.168.1.20\r\n" in out
+    assert out.count(b"X-Forwarded-For") == 1

@@ -132,7 +132,7 @@ class RequestWriter:
         self.send_length = body > 0 or (slot.method & _BODY_METHODS) != 0
         self.ndigits = put_uint(self.digits, 0, body)
         self.k = 0  # next header index
-        self.xff = -1  # index of the client's X-Forwarded-For
+        self.xff = -1  # the client's X-Forwarded-For header last written
         self.step = _METHOD
         self.src = slot.buf
         self.pos = slot.method_start
@@ -173,10 +173,8 @@ class RequestWriter:
                 k = self.k
                 kinds = slot.hkind
                 while k < slot.nhdr:
-                    kind = kinds[k]
-                    if DROP_KINDS[kind]:
-                        if kind == hp.HDR_X_FORWARDED_FOR:
-                            self.xff = k
+                    if DROP_KINDS[kinds[k]]:
+                        pass
                     elif not slot.conn_extra or not listed_in_connection(slot, k):
                         break
                     k += 1
@@ -191,13 +189,19 @@ class RequestWriter:
                 step = _HDR_LINE - 1  # then the next header
             elif step == _XFF_NAME:
                 src, a, b = H_XFF, 0, len(H_XFF)
-            elif step == _XFF_OLD:
-                if self.xff < 0:
+            elif step == _XFF_OLD:  # every X-Forwarded-For the client sent, in order
+                x = self.xff + 1
+                kinds = slot.hkind
+                while x < slot.nhdr and kinds[x] != hp.HDR_X_FORWARDED_FOR:
+                    x += 1
+                self.xff = x
+                if x >= slot.nhdr:
                     step = _XFF_PEER - 1
                     continue
-                a, b = hdr[4 * self.xff + 2], hdr[4 * self.xff + 3]
+                a, b = hdr[4 * x + 2], hdr[4 * x + 3]
             elif step == _XFF_COMMA:
                 src, a, b = COMMA_SP, 0, 2
+                step = _XFF_OLD - 1  # then the next one, or the client's address
             elif step == _XFF_PEER:
                 src, a, b = self.peer, 0, len(self.peer)
             elif step == _XFF_CRLF or step == _XFH_CRLF or step == _CL_CRLF or step == _END:

@@ -17,10 +17,11 @@ import sys
 from . import __version__
 from . import httpparse as hp
 from . import response as rsp
-from .compat import mem_alloc, mem_free, mem_total, ticks_add, ticks_diff, ticks_ms
+from .compat import micropython, mem_alloc, mem_free, mem_total, ticks_add, ticks_diff, ticks_ms
 from .native import mem_eq
 from .slot import BODY, FREE, HEAD, IDLE, UPSTREAM, SlotPool
-from .sockio import IOWait, send_all, send_now
+from .sockio import IOWait, install, pin, send_all, send_now
+from .sockio import close as close_socket
 from .upstream import Upstream, UpstreamError
 
 GW_PREFIX = b"/_gw/"
@@ -86,6 +87,7 @@ class Server:
 
     async def start(self):
         lc = self.listen
+        install()  # asyncio's I/O queue, minus its allocation per wait on the gateway's sockets
         self.listener = await asyncio.start_server(self._on_connect, lc.host, lc.port, backlog=lc.slots + lc.queue_max)
         self.reaper = asyncio.create_task(self._reap())
         self.log("apigw " + __version__ + " listening on " + lc.host + ":" + str(lc.port))
@@ -184,6 +186,7 @@ class Server:
                 return
         slot.attach(asyncio.current_task(), peer_ip(writer.get_extra_info("peername")))
         wait = self.waits[slot.index]
+        pin(sock)  # its waits allocate nothing from here on
         try:
             await self._serve(slot, sock, wait)
         except asyncio.CancelledError:
@@ -196,7 +199,7 @@ class Server:
             if not slot.resp_started:
                 self._reply_error(slot, sock, 500, False, 0)
         finally:
-            sock.close()
+            close_socket(sock)
             self._release(slot)
 
     def _refuse(self, sock):
@@ -226,6 +229,7 @@ class Server:
             except OSError:
                 pass
 
+    @micropython.native
     def _reply_error(self, slot, sock, status, keep_alive, allow):
         """Compose the JSON error for status in the slot's I/O buffer and send what the socket
         takes now. True if some is left (slot.out_start:out_end) for send_all. No allocation."""

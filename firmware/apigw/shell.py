@@ -172,6 +172,9 @@ class Shell:
 
     def _add_route(self, words):
         pos, opts = _kv(words)
+        if len(pos) > 1 and pos[-1] == "strip":  # the bare flag of the usage line
+            pos.pop()
+            opts["strip"] = True
         if len(pos) < 1 or len(pos) > 2:
             raise ShellError(
                 "usage: gateway add-route PATH [SERVICE] [match=prefix] [methods=GET,POST] [strip] "
@@ -184,7 +187,7 @@ class Shell:
                 if m not in METHOD_BITS:
                     raise ShellError("unknown method '" + m + "'")
             kw["methods"] = names
-        if opts.get("strip") or (len(pos) == 2 and "strip" in pos):
+        if opts.get("strip"):
             kw["strip_prefix"] = True
         if "rewrite" in opts:
             kw["rewrite"] = opts["rewrite"]

@@ -1,16 +1,141 @@
-"""Socket waits and writes for MicroPython asyncio that allocate (almost) nothing.
+"""Socket waits and writes for MicroPython asyncio that allocate nothing per request.
 
 asyncio's Stream.readinto() and drain() are generator functions: each call allocates a generator.
 On the request path the gateway instead talks to the raw non-blocking socket and awaits an
 IOWait, one per slot made at boot: a reusable awaitable that parks the task on asyncio's I/O
 queue until the socket is ready, the way asyncio's own SingletonGenerator parks it for sleep_ms.
-(The I/O queue still allocates its small poll entry per wait; that is asyncio's cost and the
-same for every server on this VM.)
 
-MicroPython only: this module uses asyncio.core's I/O queue. It holds no protocol logic.
+asyncio's I/O queue itself allocates on every wait (a poll entry list, a poll registration, heap
+frames): about 380 bytes. PinnedIOQueue replaces it, same interface, with one difference: a socket
+the gateway pins keeps its entry and its poll registration (events switched off between waits)
+for as long as it is open, so a wait on it allocates nothing. Unpinned sockets (the listener,
+the console) behave exactly as before. Pinned sockets must be closed with close() here.
+
+MicroPython only: this module uses asyncio.core's internals. It holds no protocol logic.
 """
 
+import select
+
 from asyncio import core  # type: ignore[attr-defined]
+
+from .compat import micropython
+
+_POLLIN = select.POLLIN
+_POLLOUT = select.POLLOUT
+_POLLGONE = select.POLLERR | select.POLLHUP  # reported even with no events asked for
+
+
+class PinnedIOQueue:
+    """asyncio's IOQueue (map, queue_read, queue_write, remove, wait_io_event), keyed by the
+    socket object, with persistent entries for pinned sockets. An entry is
+    [reading task, writing task, socket, registered with the poller, pinned]."""
+
+    def __init__(self):
+        self.poller = select.poll()
+        self.map = {}  # socket -> entry; asyncio's loop only asks whether it is empty
+
+    def pin(self, s):
+        """Keep s's entry and poll registration between waits (allocates once, here)."""
+        if s not in self.map:
+            self.map[s] = [None, None, s, False, True]
+
+    def forget(self, s):
+        """Drop s's entry before s is closed."""
+        sm = self.map.pop(s, None)
+        if sm is not None and sm[3]:
+            self.poller.unregister(s)
+
+    @micropython.native
+    def _enqueue(self, s, idx):
+        sm = self.map.get(s)
+        if sm is None:
+            sm = [None, None, s, False, False]  # an unpinned socket: this entry lives for one wait
+            self.map[s] = sm
+        sm[idx] = core.cur_task
+        mask = (_POLLIN if sm[0] is not None else 0) | (_POLLOUT if sm[1] is not None else 0)
+        if sm[3]:
+            self.poller.modify(s, mask)
+        else:
+            self.poller.register(s, mask)
+            sm[3] = True
+        core.cur_task.data = self  # lets Task.cancel() find the wait and remove it
+
+    @micropython.native
+    def _dequeue(self, s, sm, ev):
+        """No task waits on s any more."""
+        if not sm[4]:
+            del self.map[s]
+            self.poller.unregister(s)
+        elif ev & _POLLGONE:
+            self.poller.unregister(s)  # closed or failed: stop the poller reporting it again
+            sm[3] = False
+        else:
+            self.poller.modify(s, 0)  # parked: registered, no events asked for
+
+    def queue_read(self, s):
+        self._enqueue(s, 0)
+
+    def queue_write(self, s):
+        self._enqueue(s, 1)
+
+    def remove(self, task):
+        """Take a cancelled task off whatever it waits on."""
+        for s in self.map:  # iterate without allocating
+            sm = self.map[s]
+            if sm[0] is task or sm[1] is task:
+                if sm[0] is task:
+                    sm[0] = None
+                if sm[1] is task:
+                    sm[1] = None
+                if sm[0] is None and sm[1] is None:
+                    self._dequeue(s, sm, 0)
+                else:
+                    self.poller.modify(s, _POLLIN if sm[0] is not None else _POLLOUT)
+                return
+
+    @micropython.native
+    def wait_io_event(self, dt):
+        for s, ev in self.poller.ipoll(dt):
+            sm = self.map.get(s)
+            if sm is None:
+                self.poller.unregister(s)
+                continue
+            if ev & ~_POLLOUT and sm[0] is not None:  # readable, or an error
+                core._task_queue.push(sm[0])
+                sm[0] = None
+            if ev & ~_POLLIN and sm[1] is not None:  # writable, or an error
+                core._task_queue.push(sm[1])
+                sm[1] = None
+            if sm[0] is None and sm[1] is None:
+                self._dequeue(s, sm, ev)
+            else:
+                self.poller.modify(s, _POLLIN if sm[0] is not None else _POLLOUT)
+
+
+def install():
+    """Put a PinnedIOQueue in asyncio's place; only while nothing waits on the old one. Returns
+    True when installed (call at the start of the gateway's main task)."""
+    q = core._io_queue
+    if isinstance(q, PinnedIOQueue):
+        return True
+    if q.map:
+        return False
+    core._io_queue = PinnedIOQueue()
+    return True
+
+
+def pin(sock):
+    q = core._io_queue
+    if isinstance(q, PinnedIOQueue):
+        q.pin(sock)
+
+
+def close(sock):
+    """Close a socket, forgetting its pinned entry first."""
+    q = core._io_queue
+    if isinstance(q, PinnedIOQueue):
+        q.forget(sock)
+    sock.close()
 
 
 class IOWait:
@@ -47,6 +172,7 @@ class IOWait:
         raise self.done
 
 
+@micropython.native
 def send_now(sock, buf, mv, start, end):
     """Write buf[start:end] as far as the socket takes it now; returns the bytes written.
     Allocates only a memoryview slice when the span is not the whole buffer."""
@@ -70,14 +196,17 @@ async def connect(wait, host, port):
     connection shows as OSError on the first read or write."""
     import socket
 
+    from errno import EINPROGRESS
+
     ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
     s = socket.socket(ai[0], socket.SOCK_STREAM)
     s.setblocking(False)
     try:
         s.connect(ai[-1])
     except OSError as e:
-        if e.errno != 115 and e.errno != 119:  # EINPROGRESS (115 Linux, 119 lwIP)
+        if e.errno != EINPROGRESS:
             s.close()
             raise
+    pin(s)
     await wait.writable(s)
     return s

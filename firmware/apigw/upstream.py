@@ -22,6 +22,7 @@ from .gateway import HealthStatus
 from .native import mem_move
 from .resphead import RESERVE, ResponseHead
 from .slot import STREAM, UPSTREAM
+from .sockio import close as close_socket
 from .sockio import connect, send_all, send_now
 
 CRLF = b"\r\n"
@@ -70,7 +71,7 @@ class Upstream:
             s = socks.pop()
             if ticks_diff(now, since.pop()) < self.idle_ms:
                 return s
-            s.close()
+            close_socket(s)
         return None
 
     def _give_back(self, svc, sock):
@@ -79,7 +80,7 @@ class Upstream:
             socks = self.idle_socks[svc] = []
             self.idle_since[svc] = []
         if len(socks) >= self.max_idle or not self.gw.service_keepalive(svc):
-            sock.close()
+            close_socket(sock)
             return
         socks.append(sock)  # lists keep their capacity: no allocation after the first few
         self.idle_since[svc].append(ticks_ms())
@@ -93,7 +94,7 @@ class Upstream:
             i = 0
             while i < len(socks):
                 if ticks_diff(now, since[i]) >= self.idle_ms:
-                    socks.pop(i).close()
+                    close_socket(socks.pop(i))
                     since.pop(i)
                 else:
                     i += 1
@@ -102,14 +103,14 @@ class Upstream:
         for svc in self.idle_socks:
             socks = self.idle_socks[svc]
             while socks:
-                socks.pop().close()
+                close_socket(socks.pop())
             self.idle_since[svc].clear()
 
     def forget(self, svc):
         """Drop what is cached about a service (its address changed or it was removed)."""
         socks = self.idle_socks.pop(svc, None)
         while socks:
-            socks.pop().close()
+            close_socket(socks.pop())
         self.idle_since.pop(svc, None)
         self.host_lines.pop(svc, None)
         self.addrs.pop(svc, None)
@@ -200,7 +201,7 @@ class Upstream:
                     break
                 except OSError:
                     if up is not None:
-                        up.close()
+                        close_socket(up)
                     up = None
                     if reused and attempt == 0:
                         attempt = 1
@@ -263,11 +264,11 @@ class Upstream:
                         await send_all(wait, client, io, iomv, sent, out)
                     slot.deadline = ticks_add(ticks_ms(), timeout_ms)
                 if broken or left > 0 or not delimited:
-                    up.close()  # body ended by close, cut short or garbled: neither side goes on
+                    close_socket(up)  # body ended by close, cut short or garbled: neither side goes on
                     up = None
                     return False
             if head.close:
-                up.close()
+                close_socket(up)
             else:
                 self._give_back(svc, up)
             up = None
@@ -279,4 +280,4 @@ class Upstream:
             raise UpstreamError(502, "upstream error")
         finally:
             if up is not None:  # cancelled (a timeout) or failed midway
-                up.close()
+                close_socket(up)
