@@ -27,6 +27,17 @@ from .upstream import Upstream, UpstreamError
 GW_PREFIX = b"/_gw/"
 GW_HEALTH = b"/_gw/health"
 _REAP_MS = 100
+# (level, option) for TCP_NODELAY; the unix port's socket module lacks the names (Linux values).
+_NODELAY = (getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1))
+
+
+def no_delay(sock):
+    """Turn Nagle off: an answer goes out in several writes (head, body pieces), and with Nagle
+    each write after the first waits for the client's delayed ACK (up to 40 ms)."""
+    try:
+        sock.setsockopt(_NODELAY[0], _NODELAY[1], 1)
+    except (OSError, AttributeError):
+        pass
 
 
 def peer_ip(addr):
@@ -177,6 +188,7 @@ class Server:
     async def _on_connect(self, reader, writer):
         self.stats.connections += 1
         sock = writer.s  # the raw socket behind asyncio's Stream: the request path uses it directly
+        no_delay(sock)
         slot = self.pool.acquire()
         if slot is None:
             slot = await self._wait_slot()

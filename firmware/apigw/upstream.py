@@ -41,9 +41,12 @@ class UpstreamError(Exception):
 class Upstream:
     """Upstream connections for all services, and the relay of one request per forward()."""
 
-    def __init__(self, gateway, slots, max_idle_per_service=2, idle_ms=4000, connect_timeout_ms=3000):
+    def __init__(self, gateway, slots, max_idle_per_service=2, idle_ms=4000, connect_timeout_ms=3000, max_idle=0):
         self.gw = gateway
         self.max_idle = max_idle_per_service
+        # Idle connections over all services (each holds a socket): 2 per slot unless given.
+        self.max_idle_total = max_idle or 2 * len(slots)
+        self.n_idle = 0
         self.idle_ms = idle_ms
         self.connect_timeout_ms = connect_timeout_ms
         self.idle_socks = {}  # service id -> stack of idle sockets
@@ -69,6 +72,7 @@ class Upstream:
         now = ticks_ms()
         while socks:
             s = socks.pop()
+            self.n_idle -= 1
             if ticks_diff(now, since.pop()) < self.idle_ms:
                 return s
             close_socket(s)
@@ -79,9 +83,11 @@ class Upstream:
         if socks is None:
             socks = self.idle_socks[svc] = []
             self.idle_since[svc] = []
-        if len(socks) >= self.max_idle or not self.gw.service_keepalive(svc):
+        full = len(socks) >= self.max_idle or self.n_idle >= self.max_idle_total
+        if full or not self.gw.service_keepalive(svc):
             close_socket(sock)
             return
+        self.n_idle += 1
         socks.append(sock)  # lists keep their capacity: no allocation after the first few
         self.idle_since[svc].append(ticks_ms())
 
@@ -96,6 +102,7 @@ class Upstream:
                 if ticks_diff(now, since[i]) >= self.idle_ms:
                     close_socket(socks.pop(i))
                     since.pop(i)
+                    self.n_idle -= 1
                 else:
                     i += 1
 
@@ -105,12 +112,14 @@ class Upstream:
             while socks:
                 close_socket(socks.pop())
             self.idle_since[svc].clear()
+        self.n_idle = 0
 
     def forget(self, svc):
         """Drop what is cached about a service (its address changed or it was removed)."""
         socks = self.idle_socks.pop(svc, None)
         while socks:
             close_socket(socks.pop())
+            self.n_idle -= 1
         self.idle_since.pop(svc, None)
         self.host_lines.pop(svc, None)
         self.addrs.pop(svc, None)
