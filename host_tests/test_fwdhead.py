@@ -6,6 +6,7 @@ from apigw.fwdhead import RequestWriter
 from apigw.slot import Slot
 from check import requires_micropython
 
+HOST = b"10.0.0.5"
 HOST_LINE = b"Host: 10.0.0.5:9001\r\n"
 PEER = b"192.168.1.20"
 
@@ -17,12 +18,15 @@ def _slot(raw, rest_from=0, size=8192):
     assert hp.parse_request(s) == hp.DONE, raw
     s.fwd_rest_start = s.path_start + rest_from
     s.fwd_rest_end = s.path_end
+    s.peer = PEER
     return s
 
 
 def _forward(s, prefix=b"", chunk=2048):
     w = RequestWriter()
-    w.start(s, HOST_LINE, PEER, prefix, 0, len(prefix))
+    w.start(s, HOST, 0, len(HOST), 9001)
+    if prefix:
+        w.path_prefix(prefix, 0, len(prefix))
     out = bytearray()
     dst = bytearray(chunk)
     while True:
@@ -93,7 +97,8 @@ def test_any_buffer_size_gives_the_same_bytes():
 
 @micropython.native  # keeps this helper's own frame off the heap
 def _fill_all(w, s, dst, counts):
-    w.start(s, HOST_LINE, PEER, b"/v1", 0, 3)
+    w.start(s, HOST, 0, len(HOST), 9001)
+    w.path_prefix(b"/v1", 0, 3)
     n = w.fill(dst)
     while n:
         counts[0] += n

@@ -9,7 +9,7 @@ bytes are split, goes out through a small buffer. Sans-IO, and no allocation aft
 """
 
 from . import httpparse as hp
-from .compat import micropython
+from .compat import const, micropython
 from .native import mem_move
 from .response import put_uint
 
@@ -19,6 +19,7 @@ SLASH = b"/"
 COMMA_SP = b", "
 VERSION_11 = b" HTTP/1.1\r\n"
 VERSION_10 = b" HTTP/1.0\r\n"
+H_HOST = b"Host: "
 H_XFF = b"X-Forwarded-For: "
 H_XFH = b"X-Forwarded-Host: "
 H_XFP = b"X-Forwarded-Proto: http\r\n"
@@ -43,31 +44,34 @@ for _k in (
 _BODY_METHODS = hp.METHOD_POST | hp.METHOD_PUT | hp.METHOD_PATCH
 
 # Steps of the walk, in order. Each names one piece; a step with nothing to send is skipped.
-_METHOD = 0
-_SP = 1
-_PREFIX = 2
-_REST = 3
-_QUERY = 4
-_VERSION = 5
-_HOST = 6
-_HDR_LINE = 7  # the next forwarded header line (repeats with _HDR_CRLF)
-_HDR_CRLF = 8
-_XFF_NAME = 9
-_XFF_OLD = 10
-_XFF_COMMA = 11
-_XFF_PEER = 12
-_XFF_CRLF = 13
-_XFH_NAME = 14
-_XFH_VALUE = 15
-_XFH_CRLF = 16
-_XFP = 17
-_VIA = 18
-_CL_NAME = 19
-_CL_VALUE = 20
-_CL_CRLF = 21
-_END = 22
-_BODY = 23
-_DONE = 24
+_METHOD = const(0)
+_SP = const(1)
+_PREFIX = const(2)
+_REST = const(3)
+_QUERY = const(4)
+_VERSION = const(5)
+_HOST_NAME = const(6)  # Host: the service's address, from the string table
+_HOST_VALUE = const(7)
+_HOST_PORT = const(8)
+_HOST_CRLF = const(9)
+_HDR_LINE = const(10)  # the next forwarded header line (repeats with _HDR_CRLF)
+_HDR_CRLF = const(11)
+_XFF_NAME = const(12)
+_XFF_OLD = const(13)
+_XFF_COMMA = const(14)
+_XFF_PEER = const(15)
+_XFF_CRLF = const(16)
+_XFH_NAME = const(17)
+_XFH_VALUE = const(18)
+_XFH_CRLF = const(19)
+_XFP = const(20)
+_VIA = const(21)
+_CL_NAME = const(22)
+_CL_VALUE = const(23)
+_CL_CRLF = const(24)
+_END = const(25)
+_BODY = const(26)
+_DONE = const(27)
 
 
 @micropython.native
@@ -103,8 +107,12 @@ class RequestWriter:
 
     def __init__(self):
         self.digits = bytearray(12)  # Content-Length value, written at start()
+        self.port = bytearray(7)  # ":port" of the Host line, written at start()
+        self.nport = 0
+        self.hbuf = b""
+        self.hoff = 0
+        self.hlen = 0
         # self.slot is set by start(); fill() does nothing before it (step is _DONE)
-        self.host_line = b""
         self.peer = b""
         self.pbuf = b""
         self.poff = 0
@@ -119,15 +127,19 @@ class RequestWriter:
         self.end = 0
 
     @micropython.native
-    def start(self, slot, host_line, peer, pbuf, poff, plen):
-        """Begin a request: host_line is b"Host: h:p\\r\\n"; pbuf[poff:poff+plen] is the path
-        prefix the route writes before the rest of the path (plen 0 for none). No allocation."""
+    def start(self, slot, hbuf, hoff, hlen, port):
+        """Begin a request to the service at hbuf[hoff:hoff+hlen]:port (its Host line); the client's
+        address for X-Forwarded-For is slot.peer. No allocation."""
         self.slot = slot
-        self.host_line = host_line
-        self.peer = peer
-        self.pbuf = pbuf
-        self.poff = poff
-        self.plen = plen
+        self.hbuf = hbuf
+        self.hoff = hoff
+        self.hlen = hlen
+        self.port[0] = 58  # ':'
+        self.nport = put_uint(self.port, 1, port)
+        self.peer = slot.peer
+        self.pbuf = SP
+        self.poff = 0
+        self.plen = 0
         body = slot.body_end - slot.head_end
         self.send_length = body > 0 or (slot.method & _BODY_METHODS) != 0
         self.ndigits = put_uint(self.digits, 0, body)
@@ -137,6 +149,12 @@ class RequestWriter:
         self.src = slot.buf
         self.pos = slot.method_start
         self.end = slot.method_end
+
+    def path_prefix(self, pbuf, poff, plen):
+        """The route's rewrite: pbuf[poff:poff+plen] goes before the rest of the path."""
+        self.pbuf = pbuf
+        self.poff = poff
+        self.plen = plen
 
     def done(self):
         return self.step == _DONE
@@ -167,8 +185,12 @@ class RequestWriter:
                 a, b = slot.query_start, slot.query_end
             elif step == _VERSION:
                 src, a, b = (VERSION_11 if slot.version == 11 else VERSION_10), 0, 11
-            elif step == _HOST:
-                src, a, b = self.host_line, 0, len(self.host_line)
+            elif step == _HOST_NAME:
+                src, a, b = H_HOST, 0, len(H_HOST)
+            elif step == _HOST_VALUE:
+                src, a, b = self.hbuf, self.hoff, self.hoff + self.hlen
+            elif step == _HOST_PORT:
+                src, a, b = self.port, 0, self.nport
             elif step == _HDR_LINE:
                 k = self.k
                 kinds = slot.hkind
@@ -204,7 +226,7 @@ class RequestWriter:
                 step = _XFF_OLD - 1  # then the next one, or the client's address
             elif step == _XFF_PEER:
                 src, a, b = self.peer, 0, len(self.peer)
-            elif step == _XFF_CRLF or step == _XFH_CRLF or step == _CL_CRLF or step == _END:
+            elif step == _HOST_CRLF or step == _XFF_CRLF or step == _XFH_CRLF or step == _CL_CRLF or step == _END:
                 src, a, b = CRLF, 0, 2
             elif step == _XFH_NAME:
                 if slot.host < 0:

@@ -12,11 +12,13 @@ timeouts are the server reaper's: it cancels the task and `finally` closes the c
 MicroPython only (raw non-blocking sockets and asyncio's I/O queue).
 """
 
+from array import array
+
 from . import httpparse as hp
 from .chunked import ERROR as CHUNK_ERROR
 from .chunked import MORE as CHUNK_MORE
 from .chunked import ChunkedTracker
-from .compat import ticks_add, ticks_diff, ticks_ms
+from .compat import micropython, ticks_add, ticks_diff, ticks_ms
 from .fwdhead import RequestWriter
 from .gateway import HealthStatus
 from .native import mem_move
@@ -24,9 +26,6 @@ from .resphead import RESERVE, ResponseHead
 from .slot import STREAM, UPSTREAM
 from .sockio import close as close_socket
 from .sockio import connect, send_all, send_now
-
-CRLF = b"\r\n"
-H_HOST = b"Host: "
 
 
 class UpstreamError(Exception):
@@ -44,15 +43,15 @@ class Upstream:
     def __init__(self, gateway, slots, max_idle_per_service=2, idle_ms=4000, connect_timeout_ms=3000, max_idle=0):
         self.gw = gateway
         self.max_idle = max_idle_per_service
-        # Idle connections over all services (each holds a socket): 2 per slot unless given.
-        self.max_idle_total = max_idle or 2 * len(slots)
-        self.n_idle = 0
         self.idle_ms = idle_ms
         self.connect_timeout_ms = connect_timeout_ms
-        self.idle_socks = {}  # service id -> stack of idle sockets
-        self.idle_since = {}  # service id -> when each went idle (ticks_ms), same order
-        self.host_lines = {}  # service id -> b"Host: h:p\r\n", made on first use
-        self.addrs = {}  # service id -> (host, port)
+        # Idle keep-alive connections of all services in one fixed pool (each holds a socket;
+        # 2 per slot unless given): entry k is pool_sock[k] of service pool_svc[k] (-1: free),
+        # idle since pool_since[k]. Made at boot, so serving many services grows nothing.
+        n = max_idle or 2 * len(slots)
+        self.pool_svc = array("h", [-1] * n)
+        self.pool_sock = [None] * n
+        self.pool_since = array("i", [0] * n)
         # Per slot, made at boot: response head reader, chunk tracker, request writer, and the
         # view of the I/O buffer after the head reserve (reads land there without slicing).
         self.heads = [ResponseHead() for _ in slots]
@@ -64,80 +63,72 @@ class Upstream:
 
     # -- idle connections ------------------------------------------------------------------------
 
-    def _take_idle(self, svc):
-        socks = self.idle_socks.get(svc)
-        if not socks:
-            return None
-        since = self.idle_since[svc]
-        now = ticks_ms()
-        while socks:
-            s = socks.pop()
-            self.n_idle -= 1
-            if ticks_diff(now, since.pop()) < self.idle_ms:
-                return s
-            close_socket(s)
-        return None
+    def _drop(self, k):
+        close_socket(self.pool_sock[k])
+        self.pool_sock[k] = None
+        self.pool_svc[k] = -1
 
+    @micropython.native
+    def _take_idle(self, svc):
+        """The most recently idled fresh connection to svc, or None. No allocation."""
+        now = ticks_ms()
+        svcs = self.pool_svc
+        while True:
+            best = -1
+            for k in range(len(svcs)):
+                if svcs[k] == svc and (best < 0 or ticks_diff(self.pool_since[k], self.pool_since[best]) > 0):
+                    best = k
+            if best < 0:
+                return None
+            if ticks_diff(now, self.pool_since[best]) < self.idle_ms:
+                s = self.pool_sock[best]
+                self.pool_sock[best] = None
+                svcs[best] = -1
+                return s
+            self._drop(best)  # stale: the upstream may have closed it already
+
+    @micropython.native
     def _give_back(self, svc, sock):
-        socks = self.idle_socks.get(svc)
-        if socks is None:
-            socks = self.idle_socks[svc] = []
-            self.idle_since[svc] = []
-        full = len(socks) >= self.max_idle or self.n_idle >= self.max_idle_total
-        if full or not self.gw.service_keepalive(svc):
+        """Keep sock for the next request to svc, if the pool has room. No allocation."""
+        svcs = self.pool_svc
+        free = -1
+        mine = 0
+        for k in range(len(svcs)):
+            if svcs[k] == svc:
+                mine += 1
+            elif svcs[k] < 0 and free < 0:
+                free = k
+        if free < 0 or mine >= self.max_idle or not self.gw.service_keepalive(svc):
             close_socket(sock)
             return
-        self.n_idle += 1
-        socks.append(sock)  # lists keep their capacity: no allocation after the first few
-        self.idle_since[svc].append(ticks_ms())
+        svcs[free] = svc
+        self.pool_sock[free] = sock
+        self.pool_since[free] = ticks_ms()
 
     def sweep(self):
         """Close idle connections older than idle_ms (the server's reaper calls this)."""
         now = ticks_ms()
-        for svc in self.idle_socks:
-            socks = self.idle_socks[svc]
-            since = self.idle_since[svc]
-            i = 0
-            while i < len(socks):
-                if ticks_diff(now, since[i]) >= self.idle_ms:
-                    close_socket(socks.pop(i))
-                    since.pop(i)
-                    self.n_idle -= 1
-                else:
-                    i += 1
+        for k in range(len(self.pool_svc)):
+            if self.pool_svc[k] >= 0 and ticks_diff(now, self.pool_since[k]) >= self.idle_ms:
+                self._drop(k)
 
     def close_all(self):
-        for svc in self.idle_socks:
-            socks = self.idle_socks[svc]
-            while socks:
-                close_socket(socks.pop())
-            self.idle_since[svc].clear()
-        self.n_idle = 0
+        for k in range(len(self.pool_svc)):
+            if self.pool_svc[k] >= 0:
+                self._drop(k)
 
     def forget(self, svc):
-        """Drop what is cached about a service (its address changed or it was removed)."""
-        socks = self.idle_socks.pop(svc, None)
-        while socks:
-            close_socket(socks.pop())
-            self.n_idle -= 1
-        self.idle_since.pop(svc, None)
-        self.host_lines.pop(svc, None)
-        self.addrs.pop(svc, None)
+        """Close a service's idle connections (its address changed or it was removed)."""
+        for k in range(len(self.pool_svc)):
+            if self.pool_svc[k] == svc:
+                self._drop(k)
 
     def idle_count(self):
         n = 0
-        for socks in self.idle_socks.values():
-            n += len(socks)
+        for k in range(len(self.pool_svc)):
+            if self.pool_svc[k] >= 0:
+                n += 1
         return n
-
-    def _address(self, svc):
-        """(host, port) and the Host line for a service; made once per service (allocates)."""
-        addr = self.addrs.get(svc)
-        if addr is None:
-            ep = self.gw.get_service(svc)
-            addr = self.addrs[svc] = (ep.host, ep.port)
-            self.host_lines[svc] = H_HOST + (ep.host + ":" + str(ep.port)).encode() + CRLF
-        return addr
 
     # -- one request -----------------------------------------------------------------------------
 
@@ -154,8 +145,8 @@ class Upstream:
         writer = self.writers[i]
         io = slot.io
         iomv = slot.iomv
-        addr = self._address(svc)
         st = gw.strtab
+        host = gw.service_host_id(svc)
         pre = slot.fwd_prefix
         up = None
         n = he = 0
@@ -170,7 +161,7 @@ class Upstream:
                 else:
                     slot.deadline = ticks_add(ticks_ms(), self.connect_timeout_ms)
                     try:
-                        up = await connect(wait, addr[0], addr[1])
+                        up = await connect(wait, st.get_str(host), gw.service_port(svc))
                     except OSError:
                         gw.set_service_health(svc, HealthStatus.UNHEALTHY)
                         raise UpstreamError(502, "connect failed")
@@ -178,10 +169,9 @@ class Upstream:
                 assert up is not None
                 slot.deadline = ticks_add(ticks_ms(), timeout_ms)
                 try:
+                    writer.start(slot, st.buf, st.offset(host), st.length(host), gw.service_port(svc))
                     if pre >= 0:
-                        writer.start(slot, self.host_lines[svc], slot.peer, st.buf, st.offset(pre), st.length(pre))
-                    else:
-                        writer.start(slot, self.host_lines[svc], slot.peer, io, 0, 0)
+                        writer.path_prefix(st.buf, st.offset(pre), st.length(pre))
                     k = writer.fill(io)
                     while k:
                         sent = send_now(up, io, iomv, 0, k)
