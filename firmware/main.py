@@ -10,8 +10,8 @@ import sys
 
 import asyncio
 
-from apigw.config import load_with_fallback
 from apigw.server import Server
+from apigw.slot import SlotPool
 
 try:
     import board  # type: ignore  # boards/<name>/board.py, copied next to main.py
@@ -41,7 +41,7 @@ async def _run(server):
     await server.start()
     shell_task = None
     try:
-        from apigw.shell import start_shells
+        from apigw.console import start_shells
 
         shell_task = start_shells(server)
     except ImportError:
@@ -51,14 +51,42 @@ async def _run(server):
         shell_task.cancel()
 
 
-def main(argv=None):
-    opts = _args(argv if argv is not None else getattr(sys, "argv", ["main.py"]))
+def _load(opts, pools):
+    """Load the config (or the last good one). The loader is needed only here: it is imported
+    here and dropped after, so its code does not take heap while the gateway serves. The slot
+    buffers are made as soon as the listen section is known, before the tables."""
+    from apigw import config as loader
+
+    def make_slots(listen):
+        pools[:] = []  # a fallback config may size them differently
+        gc.collect()
+        pools.append(SlotPool(listen.slots, listen.request_buffer, listen.io_buffer, listen.max_headers))
+
     # Collect often while the config loads: otherwise its garbage fills the heap and the small
     # objects that stay end up spread over all of it, leaving no gap big enough for a slot buffer.
     gc.collect()
     gc.threshold(4096)
-    config, error = load_with_fallback(opts["config"], opts["good"])
-    gc.threshold(-1)
+    try:
+        config, error = loader.load_with_fallback(opts["config"], opts["good"], make_slots)
+    finally:
+        gc.threshold(-1)
+    return config, (None if error is None else str(error))  # no ConfigError outlives the loader
+
+
+def _drop_module(name):
+    """Forget a module so the collector can reclaim its code."""
+    sys.modules.pop(name, None)
+    pkg = sys.modules.get("apigw")
+    attr = name[name.rfind(".") + 1 :]
+    if pkg is not None and attr in pkg.__dict__:
+        delattr(pkg, attr)
+
+
+def main(argv=None):
+    opts = _args(argv if argv is not None else getattr(sys, "argv", ["main.py"]))
+    pools = []
+    config, error = _load(opts, pools)
+    _drop_module("apigw.config")
     if error is not None:
         print("apigw: config error: " + str(error))
         print("apigw: running the last good config " + opts["good"])
@@ -66,7 +94,8 @@ def main(argv=None):
         config.listen.port = int(opts["port"])
     if board is not None:
         board.setup(config)
-    server = Server(config, on_tick=board.feed_watchdog if board is not None else None)
+    pool = pools[0] if pools and len(pools[0]) == config.listen.slots else None
+    server = Server(config, on_tick=board.feed_watchdog if board is not None else None, pool=pool)
     gc.collect()  # start serving with the boot garbage gone
     try:
         asyncio.run(_run(server))

@@ -18,54 +18,11 @@ import json
 import os
 
 from .gateway import ApiGateway, GatewayError
+from .settings import Config, Limits, Listen, ServiceDefaults, Shell
 
 _CHUNK = 256
 MAX_ELEMENT = 8192  # bytes of one section or array element
 _MS = 3600000  # upper bound of any timeout: one hour
-
-
-class Listen:
-    """The `listen` section (defaults here; ranges in LISTEN)."""
-
-    def __init__(self):
-        self.host = "0.0.0.0"
-        self.port = 8080
-        self.slots = 4
-        self.header_timeout_ms = 5000
-        self.idle_timeout_ms = 5000
-        self.queue_timeout_ms = 2000
-        self.queue_max = 8
-        self.upstream_timeout_ms = 10000
-        self.connect_timeout_ms = 3000
-        self.shutdown_timeout_ms = 5000
-        self.max_headers = 32
-        self.request_buffer = 8192
-        self.io_buffer = 2048
-
-
-class Limits:
-    def __init__(self):
-        self.services = 256
-        self.routes = 512
-        self.strtab_bytes = 16384
-        self.strtab_entries = 0  # 0: 2 * (services + routes)
-        self.header_conditions = 0  # 0: as many as routes
-
-
-class Shell:
-    def __init__(self):
-        self.enabled = False
-        self.host = "127.0.0.1"
-        self.port = 8023
-
-
-class ServiceDefaults:
-    """What applies to services that do not say otherwise, and how many were loaded."""
-
-    def __init__(self, timeout_ms=10000, keepalive=True):
-        self.timeout_ms = timeout_ms
-        self.keepalive = keepalive
-        self.count = 0
 
 
 # Field ranges (name, lowest, highest); the type is the default's (bool, str or int).
@@ -102,18 +59,6 @@ SECTIONS = {}
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the field at fault."""
-
-
-class Config:
-    """A loaded config: the gateway and one plain object per section."""
-
-    def __init__(self, gateway, listen, limits, shell, services):
-        self.gateway = gateway
-        self.listen = listen
-        self.limits = limits
-        self.shell = shell
-        self.services = services
-        self.extra = {}  # extension sections, as parsed
 
 
 def register_section(name, handler):
@@ -351,11 +296,13 @@ def _add_route(gw, d, label):
 # -- loading --------------------------------------------------------------------------------------
 
 
-def load_config_stream(stream, gateway=None):
+def load_config_stream(stream, gateway=None, before_tables=None):
     """Load from a seekable binary stream (a file opened "rb", io.BytesIO). Returns a Config.
 
     With a gateway given, services and routes are added to it (its own capacities apply and
-    the limits section only sizes a gateway this function creates).
+    the limits section only sizes a gateway this function creates). before_tables(listen), if
+    given, runs once the small sections are read and before any table is made: the place to
+    allocate the slot buffers while the heap is still in one piece.
     """
     values = {}
     arrays = {}
@@ -379,6 +326,8 @@ def load_config_stream(stream, gateway=None):
     lim = _section("limits", values.get("limits", {}))
     shell = _section("shell", values.get("shell", {}))
     values = None
+    if before_tables is not None:
+        before_tables(listen)
     gw = gateway
     if gw is None:
         import gc
@@ -414,11 +363,11 @@ def _all(key):
     return True
 
 
-def load_config(path, gateway=None):
+def load_config(path, gateway=None, before_tables=None):
     """Load the config file at path. Raises ConfigError (bad content) or OSError (unreadable)."""
     f = open(path, "rb")
     try:
-        return load_config_stream(f, gateway)
+        return load_config_stream(f, gateway, before_tables)
     finally:
         f.close()
 
@@ -449,18 +398,18 @@ def save_last_good(path, good_path):
         os.rename(tmp, good_path)
 
 
-def load_with_fallback(path, good_path):
+def load_with_fallback(path, good_path, before_tables=None):
     """(Config, None) from path, saved as the last good copy; or, if path cannot be used,
     (Config from good_path, the ConfigError about path). Raises if both fail."""
     try:
-        cfg = load_config(path)
+        cfg = load_config(path, None, before_tables)
     except (ConfigError, OSError) as e:
         err = e if isinstance(e, ConfigError) else ConfigError("%s: cannot read (%s)" % (path, e))
         import gc
 
         gc.collect()  # the half-built gateway of the failed attempt
         try:
-            cfg = load_config(good_path)
+            cfg = load_config(good_path, None, before_tables)
         except (ConfigError, OSError) as e2:
             raise ConfigError("%s; last good %s failed too: %s" % (err, good_path, e2))
         return cfg, err

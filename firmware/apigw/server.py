@@ -70,14 +70,16 @@ class Stats:
 
 
 class Server:
-    def __init__(self, config, log=print, on_tick=None):
+    def __init__(self, config, log=print, on_tick=None, pool=None):
         self.config = config
         self.gw = config.gateway
         lc = config.listen
         self.listen = lc
         self.log = log
         self.on_tick = on_tick  # called every reaper round (a board feeds its watchdog there)
-        self.pool = SlotPool(lc.slots, lc.request_buffer, lc.io_buffer, lc.max_headers)
+        # The slots: made here unless the caller made them earlier (main.py does, before the
+        # tables, so the 8 KB buffers get an unfragmented heap).
+        self.pool = pool or SlotPool(lc.slots, lc.request_buffer, lc.io_buffer, lc.max_headers)
         self.waits = [IOWait() for _ in range(lc.slots)]  # one per slot, made at boot
         self.upstream = Upstream(
             self.gw,

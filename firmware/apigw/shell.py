@@ -1,14 +1,12 @@
 """The gateway's command shell: a small command framework and the `gateway` command set.
 
-Commands take a list of words and return text. The same Shell runs on a board's serial console
-(an asyncio task reading lines while the gateway serves), on an optional TCP port bound to
-loopback (off by default: nothing protects it yet), and on the host through tools/gwshell.py.
+Commands take a list of words and return text. Where it runs (the serial console, a TCP port) is
+console.py's concern; tools/gwshell.py runs it on the host.
 Other modules add their commands with Shell.register(). Off the request path: allocates freely.
 """
 
 from .gateway import METHOD_BITS, GatewayError, HealthStatus, method_names
 
-PROMPT = "apigw> "
 
 
 class ShellError(Exception):
@@ -236,60 +234,3 @@ GATEWAY_SUBS = [
     ("stats", "", "counters: requests, slots, queue, upstream connections"),
     ("stop", "", "stop the gateway cleanly (running board only)"),
 ]
-
-
-# -- where the shell runs ------------------------------------------------------------------------
-
-
-async def console(shell, stream=None, out=None):
-    """Read command lines from the console (stdin) while the gateway serves."""
-    import asyncio
-    import sys
-
-    reader = stream or asyncio.StreamReader(sys.stdin)  # type: ignore[arg-type]
-    write = out or sys.stdout.write
-    write(PROMPT)
-    while True:
-        line = await reader.readline()
-        if not line:
-            return  # console closed (no terminal): the gateway keeps serving
-        text = shell.execute(line.decode() if isinstance(line, bytes) else line)
-        write((text + "\n" if text else "") + PROMPT)
-
-
-async def serve_tcp(shell, host, port):
-    """The shell on a TCP port (bind to loopback: it has no authentication yet)."""
-    import asyncio
-
-    async def session(reader, writer):
-        try:
-            writer.write(PROMPT.encode())
-            await writer.drain()
-            while True:
-                line = await reader.readline()
-                if not line:
-                    break
-                text = shell.execute(line.decode())
-                writer.write(((text + "\n" if text else "") + PROMPT).encode())
-                await writer.drain()
-        except OSError:
-            pass
-        finally:
-            await writer.wait_closed()
-
-    return await asyncio.start_server(session, host, port)
-
-
-def start_shells(server):
-    """Start the console shell and, when configured, the TCP shell. Returns the console task."""
-    import asyncio
-
-    shell = Shell(server.gw, server)
-    server.shell = shell
-    sc = getattr(server.config, "shell", None)
-    if sc is not None and getattr(sc, "enabled", False):
-        asyncio.create_task(serve_tcp(shell, sc.host, sc.port))
-        server.log("shell on tcp " + sc.host + ":" + str(sc.port))
-    if sc is not None and not getattr(sc, "console", True):
-        return None
-    return asyncio.create_task(console(shell))

