@@ -103,7 +103,7 @@ class Upstream:
             return
         svcs[free] = svc
         self.pool_sock[free] = sock
-        self.pool_since[free] = ticks_ms()
+        self.pool_since[free] = ticks_ms()  # type: ignore  # the stubs give ticks a class of their own
 
     def sweep(self):
         """Close idle connections older than idle_ms (the server's reaper calls this)."""
