@@ -84,7 +84,7 @@ class Server:
         self.upstream = Upstream(
             self.gw,
             self.pool.slots,
-            max_idle_per_service=getattr(lc, "upstream_keepalive", 2),
+            max_idle_per_service=lc.slots,  # as many as can be busy at once: no connection churn
             idle_ms=getattr(lc, "upstream_idle_ms", 4000),
             connect_timeout_ms=lc.connect_timeout_ms,
         )
@@ -223,7 +223,7 @@ class Server:
         buf = bytearray(256)
         n = rsp.compose_error(buf, 503, False, 11, 0, 1, False)
         try:
-            send_now(sock, buf, memoryview(buf), 0, n)
+            send_now(sock, buf, 0, n)
         except OSError:
             pass
 
@@ -250,7 +250,7 @@ class Server:
         self.stats.count(status)
         n = rsp.compose_error(slot.io, status, keep_alive, slot.version, allow, -1, slot.method == hp.METHOD_HEAD)
         slot.resp_started = True
-        slot.out_start = send_now(sock, slot.io, slot.iomv, 0, n)
+        slot.out_start = send_now(sock, slot.io, 0, n)
         slot.out_end = n
         return slot.out_start < n
 
@@ -271,7 +271,7 @@ class Server:
             while r == hp.NEED_MORE:
                 if slot.expect_continue and slot.head_end and not slot.continue_sent:
                     slot.continue_sent = True
-                    send_now(sock, rsp.CONTINUE_100, None, 0, len(rsp.CONTINUE_100))
+                    send_now(sock, rsp.CONTINUE_100, 0, len(rsp.CONTINUE_100))
                 await wait.readable(sock)
                 k = sock.readinto(buf if slot.n == 0 else slot.mv[slot.n : size])
                 if k is None:
@@ -289,7 +289,7 @@ class Server:
             if r != hp.DONE:
                 stats.parse_errors += 1
                 if self._reply_error(slot, sock, r, False, 0):
-                    await send_all(wait, sock, io, slot.iomv, slot.out_start, slot.out_end)
+                    await send_all(wait, sock, io, slot.out_start, slot.out_end)
                 return
             stats.requests += 1
             keep = slot.keep_alive
@@ -306,7 +306,10 @@ class Server:
                 else:
                     svc = gw.dispatch_request(slot)
                     if svc < 0:
-                        await self._respond(slot, sock, wait, rid)
+                        status, ctype, body = gw.respond_parts(rid)
+                        more = self._send(slot, sock, status, ctype, body)
+                        if more:
+                            await self._send_rest(slot, sock, wait, body, more)
                     else:
                         try:
                             keep = await self.upstream.forward(slot, svc, sock, wait, gw.service_timeout(svc)) and keep
@@ -316,7 +319,7 @@ class Server:
                             keep = False
                             left = self._reply_error(slot, sock, e.status, False, 0)
             if left:  # the socket did not take the whole answer at once
-                await send_all(wait, sock, io, slot.iomv, slot.out_start, slot.out_end)
+                await send_all(wait, sock, io, slot.out_start, slot.out_end)
             if not keep or self.stopping:
                 return
             slot.consume()
@@ -327,24 +330,27 @@ class Server:
                 slot.phase = IDLE
                 slot.deadline = ticks_add(ticks_ms(), lc.idle_timeout_ms)
 
-    async def _respond(self, slot, sock, wait, rid):
-        """A respond route: the configured status, type and body, answered by the gateway."""
-        status, ctype, body = self.gw.respond_parts(rid)
-        await self._send(slot, sock, wait, status, ctype, body)
-
-    async def _send(self, slot, sock, wait, status, ctype, body):
-        """A direct answer (respond routes, gateway endpoints)."""
+    def _send(self, slot, sock, status, ctype, body):
+        """A direct answer (respond routes, gateway endpoints), sent as far as the socket takes it
+        now. Returns 0 when all went out, 1 when io[out_start:out_end] is left, 2 when the body
+        did not fit the I/O buffer and goes after the head: then await _send_rest. No allocation."""
         self.stats.count(status)
         io = slot.io
         n = rsp.compose(io, status, ctype, body, len(body), slot.keep_alive, slot.version, 0, -1, slot.method == hp.METHOD_HEAD)
         slot.resp_started = True
-        if n < 0:  # the body is larger than the I/O buffer: head, then body
-            await send_all(wait, sock, io, slot.iomv, 0, -n)
-            await send_all(wait, sock, body, memoryview(body), 0, len(body))
-            return
-        sent = send_now(sock, io, slot.iomv, 0, n)
-        if sent < n:
-            await send_all(wait, sock, io, slot.iomv, sent, n)
+        if n < 0:
+            slot.out_start = 0
+            slot.out_end = -n
+            return 2
+        slot.out_start = send_now(sock, io, 0, n)
+        slot.out_end = n
+        return 1 if slot.out_start < n else 0
+
+    async def _send_rest(self, slot, sock, wait, body, left):
+        """What _send could not write at once (allocates a coroutine: the uncommon case)."""
+        await send_all(wait, sock, slot.io, slot.out_start, slot.out_end)
+        if left == 2:
+            await send_all(wait, sock, body, 0, len(body))
 
     async def _gateway_endpoint(self, slot, sock, wait):
         """The /_gw/ prefix belongs to the gateway: /_gw/health here, more in later modules."""
@@ -355,12 +361,15 @@ class Server:
             if not slot.method & (hp.METHOD_GET | hp.METHOD_HEAD):
                 left = self._reply_error(slot, sock, 405, slot.keep_alive, hp.METHOD_GET | hp.METHOD_HEAD)
             else:
-                await self._send(slot, sock, wait, 200, None, json.dumps(self.health()).encode())
+                body = json.dumps(self.health()).encode()
+                more = self._send(slot, sock, 200, None, body)
+                if more:
+                    await self._send_rest(slot, sock, wait, body, more)
                 return slot.keep_alive
         else:
             left = self._reply_error(slot, sock, 404, slot.keep_alive, 0)
         if left:
-            await send_all(wait, sock, slot.io, slot.iomv, slot.out_start, slot.out_end)
+            await send_all(wait, sock, slot.io, slot.out_start, slot.out_end)
         return slot.keep_alive
 
     def health(self):

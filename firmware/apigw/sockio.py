@@ -15,6 +15,8 @@ MicroPython only: this module uses asyncio.core's internals. It holds no protoco
 """
 
 import select
+import socket
+from errno import EINPROGRESS
 
 from asyncio import core  # type: ignore[attr-defined]
 
@@ -173,31 +175,25 @@ class IOWait:
 
 
 @micropython.native
-def send_now(sock, buf, mv, start, end):
+def send_now(sock, buf, start, end):
     """Write buf[start:end] as far as the socket takes it now; returns the bytes written.
-    Allocates only a memoryview slice when the span is not the whole buffer."""
-    if start == 0 and end == len(buf):
-        k = sock.write(buf)
-    else:
-        k = sock.write(mv[start:end])
+    No allocation: the stream write takes an offset and a length, so no slice is made."""
+    k = sock.write(buf, start, end - start)
     return k if k else 0
 
 
-async def send_all(wait, sock, buf, mv, start, end):
+async def send_all(wait, sock, buf, start, end):
     """Write buf[start:end] completely, waiting for the socket as needed (allocates a coroutine:
     call it only after send_now() could not write everything)."""
     while start < end:
         await wait.writable(sock)
-        start += send_now(sock, buf, mv, start, end)
+        start += send_now(sock, buf, start, end)
 
 
 async def connect(wait, host, port):
     """A connected non-blocking TCP socket to host:port (allocates: socket, address). A refused
-    connection shows as OSError on the first read or write."""
-    import socket
-
-    from errno import EINPROGRESS
-
+    connection shows as OSError on the first read or write. The imports are at module level: a
+    built-in module imported inside a function is searched for on the filesystem every time."""
     ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
     s = socket.socket(ai[0], socket.SOCK_STREAM)
     s.setblocking(False)

@@ -174,9 +174,9 @@ class Upstream:
                         writer.path_prefix(st.buf, st.offset(pre), st.length(pre))
                     k = writer.fill(io)
                     while k:
-                        sent = send_now(up, io, iomv, 0, k)
+                        sent = send_now(up, io, 0, k)
                         if sent < k:
-                            await send_all(wait, up, io, iomv, sent, k)
+                            await send_all(wait, up, io, sent, k)
                         k = writer.fill(io)
                     n = RESERVE
                     while True:
@@ -221,9 +221,9 @@ class Upstream:
             slot.deadline = ticks_add(ticks_ms(), timeout_ms)
             slot.resp_started = True
             k = hl + extra
-            sent = send_now(client, io, iomv, 0, k)
+            sent = send_now(client, io, 0, k)
             if sent < k:
-                await send_all(wait, client, io, iomv, sent, k)
+                await send_all(wait, client, io, sent, k)
             if has_body:
                 # The body: count it down (Content-Length), track its chunks, or read to close.
                 size = len(io)
@@ -258,9 +258,9 @@ class Upstream:
                             left = 0
                     elif head.length >= 0:
                         left -= k
-                    sent = send_now(client, io, iomv, 0, out)
+                    sent = send_now(client, io, 0, out)
                     if sent < out:
-                        await send_all(wait, client, io, iomv, sent, out)
+                        await send_all(wait, client, io, sent, out)
                     slot.deadline = ticks_add(ticks_ms(), timeout_ms)
                 if broken or left > 0 or not delimited:
                     close_socket(up)  # body ended by close, cut short or garbled: neither side goes on

@@ -1,0 +1,72 @@
+"""Smoke test of the benchmark: `tools/bench.py --quick` runs end to end and writes every figure.
+
+It checks that each key of bench.json is there with a number (three are strings), never how fast
+anything is: timings depend on the machine and what else runs on it.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import bench  # noqa: E402
+import loadgen  # noqa: E402
+
+
+def test_bench_quick_writes_every_figure(tmp_path):
+    if not os.path.exists(bench.MPY):
+        pytest.skip("no MicroPython unix port at " + bench.MPY)
+    out = tmp_path / "bench.json"
+    p = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "bench.py"), "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "pass/miss" in p.stdout
+    res = json.loads(out.read_text())
+    for key in bench.KEYS:
+        assert key in res, key
+        if key in bench.STRING_KEYS:
+            assert isinstance(res[key], str) and res[key], key
+        else:
+            v = res[key]
+            assert isinstance(v, (int, float)) and not isinstance(v, bool), (key, v)
+            assert math.isfinite(v), (key, v)
+    assert res["load_tool"] in ("wrk", "loadgen")
+    assert res["route_mismatches"] == 0  # the index and the linear scan agree on every request
+
+
+def test_parse_wrk_output():
+    text = """Running 1s test @ http://127.0.0.1:8080/
+  2 threads and 4 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    59.56us   47.73us   1.88ms   98.64%
+    Req/Sec    33.76k     2.78k   35.33k    90.32%
+  Latency Distribution
+     50%   55.00us
+     75%   62.00us
+     90%   71.00us
+     99%    1.21ms
+  208321 requests in 3.10s, 16.49MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 5
+Requests/sec:  67197.57
+Transfer/sec:      5.32MB
+"""
+    r = loadgen.parse_wrk(text)
+    assert r["rps"] == 67197.57
+    assert abs(r["p50_ms"] - 0.055) < 1e-9
+    assert abs(r["p99_ms"] - 1.21) < 1e-9
+    assert r["requests"] == 208321
+    assert r["errors"] == 3
+    assert r["non_2xx"] == 5

@@ -1,0 +1,439 @@
+"""The benchmark: micro-benchmarks, throughput and latency, memory; a table and build/bench.json.
+
+    python tools/bench.py [--quick] [--loadgen] [--duration S] [--rounds N] [--firmware DIR]
+                          [--out build/bench.json]
+
+Everything runs on the MicroPython unix port on this machine:
+
+1. tools/bench_mpy.py: route decision (512 mixed routes) against a linear scan, parse of a 1 KB
+   request, bytes allocated by each.
+2. tools/bare_server.py (a bare asyncio server with a fixed answer) and the gateway firmware
+   (firmware/main.py) with a temporary config: a direct `respond` route /direct and a prefix route
+   /proxied forwarding to a second instance of the bare server (same code; it is idle while the
+   first is measured, and its connection count tells how well the gateway reuses connections).
+3. Load, keep-alive, 4 connections, the same duration for the bare server, /direct and
+   /proxied, one after the other, in rounds (3; 1 with --quick), medians reported: wrk
+   (`wrk -t2 -c4 --latency`) when installed, else tools/loadgen.py (or with --loadgen).
+   Requests/s and p50/p99 latency.
+   CPU time of each process per request (from /proc) shows where the time goes.
+4. Bytes allocated per proxied (and per direct) request: `alloc_total` (micropython.mem_total())
+   from /_gw/health before and after 1,000 requests over one keep-alive connection, less the
+   cost of one health request. Heap in use right after boot: `heap_used` of the first health call.
+
+Targets are printed beside the figures with pass/miss; the exit status is 0 either way (1 only
+if something could not run). The servers and the load generator share the machine's cores:
+ratios are only meaningful within one run.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import loadgen  # noqa: E402
+
+MPY = os.environ.get("MICROPYTHON", os.path.join(ROOT, ".venv", "bin", "micropython"))
+WRK = shutil.which("wrk") or ("/usr/bin/wrk" if os.path.exists("/usr/bin/wrk") else None)
+CONNECTIONS = 4
+ALLOC_REQUESTS = 1000
+
+# Every key of bench.json; the strings are load_tool, micropython_version and date.
+KEYS = (
+    "route_decision_us_median",
+    "route_vs_linear_scan_speedup",
+    "parse_1k_us",
+    "alloc_bytes_per_proxied_request",
+    "direct_vs_bare_rps_ratio",
+    "proxied_vs_bare_rps_ratio",
+    "p50_ms_direct",
+    "p99_ms_direct",
+    "p50_ms_proxied",
+    "p99_ms_proxied",
+    "heap_after_boot_bytes",
+    "rps_bare",
+    "rps_direct",
+    "rps_proxied",
+    "p50_ms_bare",
+    "p99_ms_bare",
+    "load_tool",
+    "micropython_version",
+    "date",
+)
+STRING_KEYS = ("load_tool", "micropython_version", "date")
+
+# (label, key, unit, target text, test) in table order; test None = report only.
+ROWS = (
+    ("route decision, 512 mixed routes (median)", "route_decision_us_median", "us", "<= 10", lambda v: v <= 10),
+    ("  linear scan of the same routes", "linear_scan_us_median", "us", "", None),
+    ("  index vs linear scan", "route_vs_linear_scan_speedup", "x", ">= 20", lambda v: v >= 20),
+    ("parse, 1 KB request, 10 headers", "parse_1k_us", "us", "<= 25", lambda v: v <= 25),
+    ("alloc per proxied keep-alive request", "alloc_bytes_per_proxied_request", "B", "<= 1024", lambda v: v <= 1024),
+    ("alloc per direct keep-alive request", "alloc_bytes_per_direct_request", "B", "", None),
+    ("heap in use after boot", "heap_after_boot_bytes", "B", "", None),
+    ("req/s bare asyncio server", "rps_bare", "/s", "", None),
+    ("req/s direct route", "rps_direct", "/s", "", None),
+    ("req/s proxied to bare", "rps_proxied", "/s", "", None),
+    ("direct / bare", "direct_vs_bare_rps_ratio", "", ">= 0.50", lambda v: v >= 0.5),
+    ("proxied / bare", "proxied_vs_bare_rps_ratio", "", ">= 0.25", lambda v: v >= 0.25),
+    ("p50 / p99 bare", ("p50_ms_bare", "p99_ms_bare"), "ms", "", None),
+    ("p50 / p99 direct", ("p50_ms_direct", "p99_ms_direct"), "ms", "", None),
+    ("p50 / p99 proxied", ("p50_ms_proxied", "p99_ms_proxied"), "ms", "", None),
+    ("CPU per request: bare", "cpu_us_per_request_server_bare", "us", "", None),
+    ("CPU per request: gateway, direct", "cpu_us_per_request_server_direct", "us", "", None),
+    ("CPU per request: gateway, proxied", "cpu_us_per_request_server_proxied", "us", "", None),
+    ("CPU per request: upstream, proxied", "cpu_us_per_request_upstream_proxied", "us", "", None),
+    ("upstream connections opened (whole run)", "upstream_connections", "", "", None),
+)
+
+
+class BenchError(Exception):
+    pass
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, proc, log_path, timeout=10.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise BenchError("process exited (%s); log:\n%s" % (proc.returncode, _tail(log_path)))
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise BenchError("nothing listening on port %d after %.0f s; log:\n%s" % (port, timeout, _tail(log_path)))
+
+
+def _tail(path, n=2000):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-n:]
+    except OSError:
+        return ""
+
+
+def stop(proc):
+    """Terminate a server we started (no-op for None or an exited one)."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# -- 1. micro-benchmarks on the unix port --------------------------------------------------------
+
+
+def run_micro(quick, firmware):
+    env = dict(os.environ, MICROPYPATH="%s:tools:.frozen" % firmware)
+    cmd = [MPY, "tools/bench_mpy.py"] + (["--quick"] if quick else [])
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode != 0 or not lines:
+        raise BenchError("bench_mpy.py failed (%d):\n%s%s" % (p.returncode, p.stdout[-2000:], p.stderr[-2000:]))
+    return json.loads(lines[-1])
+
+
+# -- 2. the servers ------------------------------------------------------------------------------
+
+
+def start_bare(tmp, port, name="bare"):
+    log = os.path.join(tmp, name + ".log")
+    with open(log, "w") as f:
+        proc = subprocess.Popen([MPY, os.path.join(HERE, "bare_server.py"), str(port)], cwd=ROOT,
+                                stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT)
+    wait_port(port, proc, log)
+    return proc, log
+
+
+def stop_bare(proc, log):
+    """Interrupt a bare server; returns the connections it accepted (-1 if it did not say)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for line in _tail(log).splitlines():
+        if line.startswith("connections "):
+            return int(line.split()[1])
+    return -1
+
+
+def cpu_s(pid):
+    """User + system CPU seconds used so far by process pid (Linux /proc), or 0.0."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def cpu_self_children():
+    """CPU seconds of this process (loadgen threads) plus its waited-for children (wrk)."""
+    a = resource.getrusage(resource.RUSAGE_SELF)
+    b = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+def gateway_config(port, bare_port):
+    return {
+        "listen": {"host": "127.0.0.1", "port": port, "slots": CONNECTIONS, "queue_max": 8},
+        "limits": {"services": 4, "routes": 8, "strtab_bytes": 1024},
+        "shell": {"enabled": False},
+        "services": [{"name": "bare", "host": "127.0.0.1", "port": bare_port}],
+        "routes": [
+            {"path": "/direct", "match": "exact", "respond": {"status": 200, "body": {"ok": True}}},
+            {"path": "/proxied", "service": "bare"},
+        ],
+    }
+
+
+def start_gateway(tmp, port, bare_port, firmware):
+    cfg = os.path.join(tmp, "gateway.json")
+    with open(cfg, "w") as f:
+        json.dump(gateway_config(port, bare_port), f)
+    log = os.path.join(tmp, "gateway.log")
+    env = dict(os.environ, MICROPYPATH=".:%s:.frozen" % os.path.join(ROOT, "boards", "unix"))
+    with open(log, "w") as f:
+        proc = subprocess.Popen([MPY, "main.py", "--config", cfg, "--port", str(port)],
+                                cwd=firmware, env=env,
+                                stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT)
+    wait_port(port, proc, log)
+    return proc, log
+
+
+def health(conn):
+    """GET /_gw/health on a keep-alive connection, as a dict."""
+    status, body, keep = conn.get("/_gw/health")
+    if status != 200 or not keep:
+        raise BenchError("/_gw/health answered %d (keep-alive %s)" % (status, keep))
+    return json.loads(body)
+
+
+def gateway_connection(port):
+    conn = loadgen.Connection("127.0.0.1", port)
+    conn.open()
+    return conn
+
+
+# -- 3. load ---------------------------------------------------------------------------------------
+
+
+def load(tool, url, duration):
+    if tool == "wrk":
+        try:
+            return loadgen.run_wrk(WRK, url, CONNECTIONS, duration)
+        except ValueError as e:
+            raise BenchError(str(e))
+    return loadgen.run(url, CONNECTIONS, duration)
+
+
+# -- 4. memory -------------------------------------------------------------------------------------
+
+
+def alloc_per_request(port, path, n):
+    """Bytes allocated per request to path: (alloc_total delta over n requests on one keep-alive
+    connection) less one health request's own allocation (two back-to-back health calls)."""
+    c = gateway_connection(port)
+    try:
+        for _ in range(20):  # warm: the upstream connection exists, first-use tables are made
+            c.get(path)
+        h1 = health(c)["alloc_total"]
+        h2 = health(c)["alloc_total"]
+        for _ in range(n):
+            status, _, keep = c.get(path)
+            if status != 200 or not keep:
+                raise BenchError("GET %s answered %d (keep-alive %s)" % (path, status, keep))
+        h3 = health(c)["alloc_total"]
+    finally:
+        c.close()
+    if h1 < 0:
+        raise BenchError("alloc_total is -1: this MicroPython does not count allocations")
+    return ((h3 - h2) - (h2 - h1)) / n, h2 - h1
+
+
+# -- the run -----------------------------------------------------------------------------------------
+
+
+def median(values):
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def measure_loads(res, tool, duration, rounds, warm, phases, upstream):
+    """Load each (name, url, server process) in turn, rounds times; medians and CPU per request."""
+    runs = {name: [] for name, _, _ in phases}
+    cpu = {name: [0.0, 0.0, 0.0, 0] for name, _, _ in phases}  # server, upstream, load tool, requests
+    for rnd in range(rounds):
+        for name, url, server in phases:
+            print("round %d/%d: %-8s %s, %s, %d connections, %g s ..."
+                  % (rnd + 1, rounds, name, url, tool, CONNECTIONS, duration), flush=True)
+            if rnd == 0:
+                loadgen.run(url, CONNECTIONS, warm)  # warm-up, not counted
+            cpu0 = (cpu_s(server.pid), cpu_s(upstream.pid), cpu_self_children())
+            r = load(tool, url, duration)
+            cpu1 = (cpu_s(server.pid), cpu_s(upstream.pid), cpu_self_children())
+            runs[name].append(r)
+            acc = cpu[name]
+            for i in range(3):
+                acc[i] += cpu1[i] - cpu0[i]
+            acc[3] += r.get("requests") or r["rps"] * duration
+    for name, _, _ in phases:
+        rs = runs[name]
+        res["rps_" + name] = median([r["rps"] for r in rs])
+        res["p50_ms_" + name] = median([r["p50_ms"] for r in rs])
+        res["p99_ms_" + name] = median([r["p99_ms"] for r in rs])
+        res["rps_%s_runs" % name] = " ".join("%.0f" % r["rps"] for r in rs)
+        res["errors_" + name] = sum(r.get("errors", 0) + r.get("non_2xx", 0) for r in rs)
+        acc = cpu[name]
+        res["cpu_us_per_request_server_" + name] = acc[0] * 1e6 / acc[3]
+        res["cpu_us_per_request_loadgen_" + name] = acc[2] * 1e6 / acc[3]
+        if name == "proxied":
+            res["cpu_us_per_request_upstream_proxied"] = acc[1] * 1e6 / acc[3]
+    res["direct_vs_bare_rps_ratio"] = res["rps_direct"] / res["rps_bare"]
+    res["proxied_vs_bare_rps_ratio"] = res["rps_proxied"] / res["rps_bare"]
+
+
+def run(quick=False, use_loadgen=False, duration=None, rounds=None, firmware=None):
+    """Every measurement; returns the flat dict written to bench.json. Raises BenchError."""
+    duration = duration if duration is not None else (1.0 if quick else 5.0)
+    rounds = rounds if rounds is not None else (1 if quick else 3)
+    firmware = firmware or os.path.join(ROOT, "firmware")
+    tool = "wrk" if WRK and not use_loadgen else "loadgen"
+    print("micro-benchmarks (tools/bench_mpy.py) ...", flush=True)
+    res = run_micro(quick, firmware)
+    tmp = tempfile.mkdtemp(prefix="apigw-bench-")
+    bare = upstream = gw = None
+    try:
+        bare_port, up_port, gw_port = free_port(), free_port(), free_port()
+        bare, _ = start_bare(tmp, bare_port)
+        upstream, up_log = start_bare(tmp, up_port, "upstream")
+        gw, gw_log = start_gateway(tmp, gw_port, up_port, firmware)
+        c = gateway_connection(gw_port)
+        h = health(c)  # the first request after boot
+        c.close()
+        if "alloc_total" not in h:
+            raise BenchError("/_gw/health has no alloc_total field (micropython.mem_total())")
+        res["heap_after_boot_bytes"] = h["heap_used"]
+        res["heap_free_after_boot_bytes"] = h["heap_free"]
+
+        phases = (
+            ("bare", "http://127.0.0.1:%d/" % bare_port, bare),
+            ("direct", "http://127.0.0.1:%d/direct" % gw_port, gw),
+            ("proxied", "http://127.0.0.1:%d/proxied" % gw_port, gw),
+        )
+        measure_loads(res, tool, duration, rounds, 0.2 if quick else 0.5, phases, upstream)
+
+        print("alloc: %d requests each to /proxied and /direct over one connection ..." % ALLOC_REQUESTS, flush=True)
+        res["alloc_bytes_per_proxied_request"], res["alloc_bytes_per_health_request"] = alloc_per_request(
+            gw_port, "/proxied", ALLOC_REQUESTS)
+        res["alloc_bytes_per_direct_request"], _ = alloc_per_request(gw_port, "/direct", ALLOC_REQUESTS)
+        if gw.poll() is not None:
+            raise BenchError("the gateway exited; log:\n" + _tail(gw_log))
+        stop(gw)
+        gw = None
+        res["upstream_connections"] = stop_bare(upstream, up_log)  # opened by the gateway, whole run
+        upstream = None
+    finally:
+        for proc in (gw, upstream, bare):
+            stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+    res["load_tool"] = tool
+    res["load_duration_s"] = duration
+    res["load_rounds"] = rounds
+    res["connections"] = CONNECTIONS
+    res["cpu_count"] = os.cpu_count() or 0
+    res["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return res
+
+
+def _fmt(v, unit):
+    if isinstance(v, float):
+        if unit == "/s":
+            return "%.0f" % v
+        if unit == "B":
+            return "%.0f" % v
+        return "%.3g" % v if abs(v) < 100 else "%.0f" % v
+    return str(v)
+
+
+def table(res):
+    lines = []
+    w = max(len(r[0]) for r in ROWS)
+    lines.append("%-*s  %16s  %10s  %s" % (w, "figure", "value", "target", "pass/miss"))
+    lines.append("-" * (w + 42))
+    for label, key, unit, target, test in ROWS:
+        if isinstance(key, tuple):
+            val = " / ".join(_fmt(res.get(k), unit) for k in key)
+        else:
+            val = _fmt(res.get(key), unit)
+        val = (val + " " + unit).strip() if unit not in ("", "x") else val + unit
+        verdict = ""
+        if test is not None and not isinstance(key, tuple) and isinstance(res.get(key), (int, float)):
+            verdict = "pass" if test(res[key]) else "MISS"
+        lines.append("%-*s  %16s  %10s  %s" % (w, label, val, target, verdict))
+    lines.append("")
+    lines.append(
+        "load: %s, keep-alive, %d connections, %g s per load, bare / direct / proxied one after the other, "
+        "%d round(s), medians; the servers (MicroPython unix port) and the load generator share %d CPU cores."
+        % (res["load_tool"], res["connections"], res["load_duration_s"], res["load_rounds"], res["cpu_count"])
+    )
+    lines.append("MicroPython: " + res["micropython_version"] + "   date: " + res["date"])
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="apigw benchmark (figures in a table and build/bench.json)")
+    ap.add_argument("--quick", action="store_true", help="1 s loads and fewer batches (smoke use)")
+    ap.add_argument("--loadgen", action="store_true", help="use tools/loadgen.py even if wrk is installed")
+    ap.add_argument("--duration", type=float, default=None, help="seconds per load (default 5, --quick 1)")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds of the three loads (default 3, --quick 1)")
+    ap.add_argument("--firmware", default=None, help="firmware folder to run (default firmware/; for A/B runs)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "build", "bench.json"))
+    a = ap.parse_args(argv)
+    try:
+        res = run(a.quick, a.loadgen, a.duration, a.rounds, a.firmware and os.path.abspath(a.firmware))
+    except BenchError as e:
+        print("bench: " + str(e), file=sys.stderr)
+        return 1
+    for k in KEYS:
+        if k not in res:
+            print("bench: missing figure " + k, file=sys.stderr)
+            return 1
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump(res, f, indent=1, sort_keys=True)
+        f.write("\n")
+    print()
+    print(table(res))
+    print("written: " + os.path.relpath(a.out, os.getcwd()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
