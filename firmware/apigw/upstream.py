@@ -163,7 +163,7 @@ class Upstream:
                     try:
                         up = await connect(wait, st.get_str(host), gw.service_port(svc))
                     except OSError:
-                        gw.set_service_health(svc, HealthStatus.UNHEALTHY)
+                        gw.note_health(svc, HealthStatus.UNHEALTHY)
                         raise UpstreamError(502, "connect failed")
                     self.connects += 1
                 assert up is not None
@@ -205,9 +205,9 @@ class Upstream:
                     if reused and attempt == 0:
                         attempt = 1
                         continue
-                    gw.set_service_health(svc, HealthStatus.UNHEALTHY)
+                    gw.note_health(svc, HealthStatus.UNHEALTHY)
                     raise UpstreamError(502, "upstream closed the connection")
-            gw.set_service_health(svc, HealthStatus.HEALTHY)
+            gw.note_health(svc, HealthStatus.HEALTHY)
             assert up is not None
             has_body = head.has_body(slot.method == hp.METHOD_HEAD)
             delimited = (not has_body) or head.length >= 0 or head.chunked
@@ -275,7 +275,7 @@ class Upstream:
         except OSError:
             if slot.resp_started:
                 return False
-            gw.set_service_health(svc, HealthStatus.UNHEALTHY)
+            gw.note_health(svc, HealthStatus.UNHEALTHY)
             raise UpstreamError(502, "upstream error")
         finally:
             if up is not None:  # cancelled (a timeout) or failed midway
