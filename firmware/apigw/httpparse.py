@@ -185,7 +185,7 @@ def _method(buf, s, n):
     return 0
 
 
-def _header_kind(buf, s, n):
+def header_kind(buf, s, n):
     """HDR_* kind of the header name buf[s:s+n], case-insensitive. No allocation."""
     # By length first: one int compare, then at most two native compares.
     if n == 4:
@@ -407,7 +407,7 @@ def _headers(slot, buf, i, end, maxh):
         hdr[k + 1] = colon
         hdr[k + 2] = v
         hdr[k + 3] = ve
-        kind = _header_kind(buf, i, colon - i)
+        kind = header_kind(buf, i, colon - i)
         hkind[nh] = kind
         if kind == HDR_OTHER or kind > HDR_EXPECT:
             pass

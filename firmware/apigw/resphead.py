@@ -6,6 +6,7 @@ appends the gateway's own (Via, Connection) without a second buffer. No allocati
 """
 
 from .compat import micropython
+from .httpparse import HDR_CONNECTION, HDR_CONTENT_LENGTH, HDR_HOP, HDR_TRANSFER_ENCODING, header_kind
 from .native import mem_eq_lower, mem_move, parse_uint
 
 CRLFCRLF = b"\r\n\r\n"
@@ -13,17 +14,11 @@ VIA_11 = b"Via: 1.1 apigw\r\n"
 CONN_CLOSE = b"Connection: close\r\n"
 CONN_KEEP_ALIVE = b"Connection: keep-alive\r\n"
 
-# Header names (lowercase) the relay looks at. Hop-by-hop ones are dropped (RFC 9110 7.6.1);
-# Transfer-Encoding is kept because chunked bodies are relayed as they are.
-_N_CONNECTION = b"connection"
-_N_KEEP_ALIVE = b"keep-alive"
-_N_PROXY_CONNECTION = b"proxy-connection"
-_N_TE = b"te"
-_N_TRAILER = b"trailer"
-_N_UPGRADE = b"upgrade"
-_N_CONTENT_LENGTH = b"content-length"
-_N_TRANSFER_ENCODING = b"transfer-encoding"
+# Header values the relay looks at (names are classified by httpparse.header_kind). Hop-by-hop
+# headers are dropped (RFC 9110 7.6.1); Transfer-Encoding is kept: chunked bodies are relayed as
+# they are.
 _V_CLOSE = b"close"
+_V_KEEP_ALIVE = b"keep-alive"
 _V_CHUNKED = b"chunked"
 
 # Room left in front of the head so rewrite() can add lines without overtaking unread bytes.
@@ -82,32 +77,23 @@ class ResponseHead:
             ve = eol
             while ve > v and (buf[ve - 1] == 32 or buf[ve - 1] == 9):
                 ve -= 1
-            n = colon - line
-            hop = False
-            if n == 10 and mem_eq_lower(buf, line, _N_CONNECTION, 0, 10):
-                hop = True
+            kind = header_kind(buf, line, colon - line)  # the request parser's name table
+            hop = kind == HDR_HOP or kind == HDR_CONNECTION
+            if kind == HDR_CONNECTION:
                 if ve - v == 5 and mem_eq_lower(buf, v, _V_CLOSE, 0, 5):
                     self.close = True
-                elif self.version == 10 and ve - v == 10 and mem_eq_lower(buf, v, _N_KEEP_ALIVE, 0, 10):
+                elif self.version == 10 and ve - v == 10 and mem_eq_lower(buf, v, _V_KEEP_ALIVE, 0, 10):
                     self.close = False
-            elif n == 14 and mem_eq_lower(buf, line, _N_CONTENT_LENGTH, 0, 14):
+            elif kind == HDR_CONTENT_LENGTH:
                 length = parse_uint(buf, v, ve)
                 if length < 0 or (self.length >= 0 and length != self.length):
                     return -1
                 self.length = length
-            elif n == 17 and mem_eq_lower(buf, line, _N_TRANSFER_ENCODING, 0, 17):
+            elif kind == HDR_TRANSFER_ENCODING:
                 if ve - v >= 7 and mem_eq_lower(buf, ve - 7, _V_CHUNKED, 0, 7):
                     self.chunked = True
                 else:
                     self.close = True  # another coding: the body ends when the upstream closes
-            elif (
-                (n == 10 and mem_eq_lower(buf, line, _N_KEEP_ALIVE, 0, 10))
-                or (n == 16 and mem_eq_lower(buf, line, _N_PROXY_CONNECTION, 0, 16))
-                or (n == 2 and mem_eq_lower(buf, line, _N_TE, 0, 2))
-                or (n == 7 and mem_eq_lower(buf, line, _N_TRAILER, 0, 7))
-                or (n == 7 and mem_eq_lower(buf, line, _N_UPGRADE, 0, 7))
-            ):
-                hop = True
             if hop:
                 if k >= 30:
                     return -1  # more hop-by-hop lines than we track: refuse rather than leak them
