@@ -20,9 +20,10 @@ from . import response as rsp
 from .compat import micropython, mem_alloc, mem_free, mem_total, ticks_add, ticks_diff, ticks_ms
 from .native import mem_eq
 from .slot import BODY, FREE, HEAD, IDLE, UPSTREAM, SlotPool
-from .sockio import IOWait, install, pin, send_all, send_now
+from .sockio import IOWait, connect, install, pin, send_all, send_now
 from .sockio import close as close_socket
-from .upstream import Upstream, UpstreamError
+from . import relay
+from .upstream import Upstream
 
 GW_PREFIX = b"/_gw/"
 GW_HEALTH = b"/_gw/health"
@@ -213,6 +214,7 @@ class Server:
             if not slot.resp_started:
                 self._reply_error(slot, sock, 500, False, 0)
         finally:
+            self.upstream.relays[slot.index].abort()  # a request cut short leaves no upstream socket
             close_socket(sock)
             self._release(slot)
 
@@ -261,6 +263,7 @@ class Server:
         lc = self.listen
         gw = self.gw
         stats = self.stats
+        relays = self.upstream.relays
         buf = slot.buf
         io = slot.io
         size = len(buf)
@@ -311,13 +314,34 @@ class Server:
                         if more:
                             await self._send_rest(slot, sock, wait, body, more)
                     else:
-                        try:
-                            keep = await self.upstream.forward(slot, svc, sock, wait, gw.service_timeout(svc)) and keep
-                            stats.count(200)  # relayed (per-status counts come with monitoring)
-                        except UpstreamError as e:
+                        # The relay does the work and says what it waits for; this loop does the
+                        # waiting, so a proxied request creates no coroutine of its own.
+                        r = relays[slot.index]
+                        w = r.begin(slot, svc, sock, gw.service_timeout(svc))
+                        while w < relay.DONE_KEEP:
+                            if w == relay.WAIT_UP_READ:
+                                await wait.readable(r.sock)
+                            elif w == relay.WAIT_CLIENT_WRITE:
+                                await wait.writable(sock)
+                            elif w == relay.WAIT_UP_WRITE:
+                                await wait.writable(r.sock)
+                            else:  # relay.CONNECT
+                                try:
+                                    conn = await connect(wait, r.host(), r.port())  # new connections only
+                                except OSError:
+                                    w = r.connect_failed()
+                                    continue
+                                self.upstream.connects += 1
+                                w = r.connected(conn)
+                                continue
+                            w = r.step()
+                        if w == relay.FAIL:
                             stats.upstream_errors += 1
                             keep = False
-                            left = self._reply_error(slot, sock, e.status, False, 0)
+                            left = self._reply_error(slot, sock, 502, False, 0)
+                        else:
+                            stats.count(200)  # relayed (per-status counts come with monitoring)
+                            keep = keep and w == relay.DONE_KEEP
             if left:  # the socket did not take the whole answer at once
                 await send_all(wait, sock, io, slot.out_start, slot.out_end)
             if not keep or self.stopping:
@@ -330,6 +354,7 @@ class Server:
                 slot.phase = IDLE
                 slot.deadline = ticks_add(ticks_ms(), lc.idle_timeout_ms)
 
+    @micropython.native
     def _send(self, slot, sock, status, ctype, body):
         """A direct answer (respond routes, gateway endpoints), sent as far as the socket takes it
         now. Returns 0 when all went out, 1 when io[out_start:out_end] is left, 2 when the body

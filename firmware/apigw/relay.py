@@ -1,0 +1,274 @@
+"""One proxied request, as a state machine that never waits: send the request upstream, read
+the response head, rewrite it, relay head and body to the client.
+
+Relay.step() does every non-blocking socket call it can and then says what it waits for
+(WAIT_UP_READ, WAIT_UP_WRITE, WAIT_CLIENT_WRITE), or that it needs a new upstream connection
+(CONNECT), or how it ended (DONE_KEEP, DONE_CLOSE, FAIL with .status for the client). The
+server's connection loop does the awaiting, so a proxied request creates no coroutine: on the
+heap of a board a 460-byte generator per request is the biggest allocation there is.
+
+One Relay per slot, made at boot. Idle connections are the Upstream pool's; timeouts are the
+server reaper's (it cancels the connection task, and the server calls abort()).
+"""
+
+from . import httpparse as hp
+from .chunked import ERROR as CHUNK_ERROR
+from .chunked import MORE as CHUNK_MORE
+from .chunked import ChunkedTracker
+from .compat import const, micropython, ticks_add, ticks_ms
+from .fwdhead import RequestWriter
+from .gwtypes import HealthStatus
+from .native import mem_move
+from .resphead import RESERVE, ResponseHead
+from .slot import STREAM, UPSTREAM
+from .sockio import close as close_socket
+from .sockio import send_now
+
+# What step() asks of the caller.
+WAIT_UP_READ = const(1)
+WAIT_UP_WRITE = const(2)
+WAIT_CLIENT_WRITE = const(3)
+CONNECT = const(4)  # open a connection to host():port(), then call connected(sock)
+DONE_KEEP = const(5)  # answered; the client connection may carry another request
+DONE_CLOSE = const(6)  # answered (or cut short): close the client connection
+FAIL = const(7)  # nothing went to the client: answer .status (502)
+
+_SEND = const(0)  # writing the request upstream: io[pos:end], then the writer's next bytes
+_HEAD = const(1)  # reading the response head into io[RESERVE:]
+_OUT = const(2)  # writing io[pos:end] to the client
+_BODY = const(3)  # reading the next piece of the body into io
+
+
+class Relay:
+    def __init__(self, upstream, slot):
+        self.upstream = upstream
+        self.slot = slot
+        self.io_tail = slot.iomv[RESERVE:]  # reads land after the head reserve without slicing
+        self.head = ResponseHead()
+        self.chunks = ChunkedTracker()
+        self.writer = RequestWriter()
+        self.sock = None  # the upstream connection in use
+        self.client = None
+        self.svc = -1
+        self.timeout_ms = 0
+        self.reused = False
+        self.retried = False
+        self.started = False  # bytes of the answer went to the client
+        self.phase = _SEND
+        self.pos = 0
+        self.end = 0
+        self.n = 0  # bytes of io holding the response head (from RESERVE)
+        self.left = 0  # body still to come: bytes (Content-Length), or 1 while chunked / to close
+        self.client_close = False
+        self.reusable = False
+        self.status = 502
+
+    @micropython.native
+    def begin(self, slot, svc, client, timeout_ms):
+        """Start relaying slot's request to service svc. Returns what step() would."""
+        self.svc = svc
+        self.client = client
+        self.timeout_ms = timeout_ms
+        self.retried = False
+        self.started = False
+        self.status = 502
+        return self._attach(self.upstream.take_idle(svc))
+
+    @micropython.native
+    def _attach(self, sock):
+        slot = self.slot
+        slot.phase = UPSTREAM
+        if sock is None:
+            self.reused = False
+            slot.deadline = ticks_add(ticks_ms(), self.upstream.connect_timeout_ms)
+            return CONNECT
+        self.reused = True
+        self.upstream.reuses += 1
+        return self.connected(sock)
+
+    @micropython.native
+    def connected(self, sock):
+        """The upstream connection to use (new or kept alive): send the request."""
+        slot = self.slot
+        up = self.upstream
+        self.sock = sock
+        slot.deadline = ticks_add(ticks_ms(), self.timeout_ms)
+        st = up.gw.strtab
+        host = up.gw.service_host_id(self.svc)
+        self.writer.start(slot, st.buf, st.offset(host), st.length(host), up.gw.service_port(self.svc))
+        pre = slot.fwd_prefix
+        if pre >= 0:
+            self.writer.path_prefix(st.buf, st.offset(pre), st.length(pre))
+        self.phase = _SEND
+        self.pos = self.end = 0
+        return self.step()
+
+    def connect_failed(self):
+        self.upstream.gw.note_health(self.svc, HealthStatus.UNHEALTHY)
+        return FAIL
+
+    def host(self):
+        gw = self.upstream.gw
+        return gw.strtab.get_str(gw.service_host_id(self.svc))  # allocates: new connections only
+
+    def port(self):
+        return self.upstream.gw.service_port(self.svc)
+
+    def abort(self):
+        """Drop the upstream connection (a timeout cancelled the request, or the client left)."""
+        if self.sock is not None:
+            close_socket(self.sock)
+            self.sock = None
+
+    @micropython.native
+    def step(self):
+        """Go as far as the sockets allow without waiting. No allocation, except a memoryview
+        slice when a response head arrives in more than one piece."""
+        slot = self.slot
+        io = slot.io
+        sock = self.sock
+        if sock is None:
+            return self._failed()
+        try:
+            while True:
+                ph = self.phase
+                if ph == _SEND:
+                    if self.pos < self.end:
+                        self.pos += send_now(sock, io, self.pos, self.end)
+                        if self.pos < self.end:
+                            return WAIT_UP_WRITE
+                    k = self.writer.fill(io)
+                    if k:
+                        self.pos = 0
+                        self.end = k
+                        continue
+                    self.phase = _HEAD
+                    self.n = RESERVE
+                    return WAIT_UP_READ  # the answer cannot be there yet: no read to try
+                if ph == _HEAD:
+                    n = self.n
+                    k = sock.readinto(self.io_tail if n == RESERVE else slot.iomv[n:])
+                    if k is None:
+                        return WAIT_UP_READ
+                    if k == 0:
+                        raise OSError(104)  # closed before answering
+                    n += k
+                    self.n = n
+                    head = self.head
+                    he = head.parse(io, RESERVE, n)
+                    if he < 0:
+                        return self._fail_head()
+                    if he == 0:
+                        if n >= len(io):
+                            return self._fail_head()
+                        continue
+                    if head.status < 200:  # an interim answer (1xx): skip it
+                        mem_move(io, RESERVE, io, he, n - he)
+                        self.n = RESERVE + n - he
+                        continue
+                    self._start_answer(he)
+                    continue
+                if ph == _OUT:
+                    self.pos += send_now(self.client, io, self.pos, self.end)
+                    if self.pos < self.end:
+                        return WAIT_CLIENT_WRITE
+                    slot.deadline = ticks_add(ticks_ms(), self.timeout_ms)
+                    if self.left <= 0:
+                        return self._finish(True)
+                    self.phase = _BODY
+                    return WAIT_UP_READ
+                # _BODY
+                head = self.head
+                left = self.left
+                if head.length >= 0 and left < len(io):
+                    k = sock.readinto(io, left)
+                else:
+                    k = sock.readinto(io)
+                if k is None:
+                    return WAIT_UP_READ
+                if k == 0:
+                    return self._finish(head.length < 0 and not head.chunked)  # closed: the end?
+                out = k
+                if head.chunked:
+                    r = self.chunks.feed(io, 0, k)
+                    if r == CHUNK_ERROR:
+                        return self._finish(False)
+                    if r != CHUNK_MORE:
+                        out = r
+                        self.left = 0
+                elif head.length >= 0:
+                    self.left = left - k
+                self.pos = 0
+                self.end = out
+                self.phase = _OUT
+        except OSError:
+            return self._failed()
+
+    @micropython.native
+    def _start_answer(self, he):
+        """The response head is in: rewrite it and queue head plus the body bytes that came
+        with it for the client."""
+        slot = self.slot
+        io = slot.io
+        head = self.head
+        up = self.upstream
+        up.gw.note_health(self.svc, HealthStatus.HEALTHY)
+        has_body = head.has_body(slot.method == hp.METHOD_HEAD)
+        delimited = (not has_body) or head.length >= 0 or head.chunked
+        self.client_close = (not slot.keep_alive) or not delimited
+        self.reusable = delimited and not head.close
+        hl = head.rewrite(io, RESERVE, self.client_close, slot.version)
+        extra = self.n - he if has_body else 0
+        if head.length >= 0 and extra > head.length:
+            extra = head.length
+        mem_move(io, hl, io, he, extra)
+        if not has_body:
+            self.left = 0
+        elif head.chunked:
+            self.chunks.reset()
+            r = self.chunks.feed(io, hl, hl + extra)
+            if r == CHUNK_ERROR:  # garbled framing: relay what came, then close both sides
+                self.client_close = True
+                self.reusable = False
+            self.left = 1 if r == CHUNK_MORE else 0
+        elif head.length >= 0:
+            self.left = head.length - extra
+        else:
+            self.left = 1  # no framing: the body ends when the upstream closes
+        slot.phase = STREAM
+        slot.resp_started = True
+        self.started = True
+        self.pos = 0
+        self.end = hl + extra
+        self.phase = _OUT
+
+    @micropython.native
+    def _finish(self, complete):
+        """The answer ended (complete: where its framing says). Keep the upstream connection
+        if it can carry another request; say whether the client connection can."""
+        sock = self.sock
+        self.sock = None
+        if complete and self.reusable:
+            self.upstream.give_back(self.svc, sock)
+        else:
+            close_socket(sock)
+        if not complete or self.client_close:
+            return DONE_CLOSE
+        return DONE_KEEP
+
+    def _fail_head(self):
+        self.abort()
+        self.upstream.gw.note_health(self.svc, HealthStatus.UNHEALTHY)
+        return FAIL
+
+    def _failed(self):
+        """A socket error. Before the answer started: retry once on a fresh connection when a
+        kept-alive one turned out stale, else FAIL (502). After: end the client connection."""
+        self.abort()
+        if self.started:
+            return DONE_CLOSE
+        if self.reused and not self.retried and self.phase != _OUT:
+            self.retried = True
+            return self._attach(None)
+        self.upstream.gw.note_health(self.svc, HealthStatus.UNHEALTHY)
+        return FAIL
