@@ -24,9 +24,7 @@ def _slot(raw, rest_from=0, size=8192):
 
 def _forward(s, prefix=b"", chunk=2048):
     w = RequestWriter()
-    w.start(s, HOST, 0, len(HOST), 9001)
-    if prefix:
-        w.path_prefix(prefix, 0, len(prefix))
+    w.start(s, HOST, 0, len(HOST), 9001, prefix, 0, len(prefix))
     out = bytearray()
     dst = bytearray(chunk)
     while True:
@@ -97,8 +95,7 @@ def test_any_buffer_size_gives_the_same_bytes():
 
 @micropython.native  # keeps this helper's own frame off the heap
 def _fill_all(w, s, dst, counts):
-    w.start(s, HOST, 0, len(HOST), 9001)
-    w.path_prefix(b"/v1", 0, 3)
+    w.start(s, HOST, 0, len(HOST), 9001, b"/v1", 0, 3)
     n = w.fill(dst)
     while n:
         counts[0] += n

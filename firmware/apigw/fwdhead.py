@@ -1,12 +1,15 @@
-"""The request as forwarded to a service, produced piece by piece into a fixed buffer.
+"""The request as forwarded to a service, written piece by piece into a fixed buffer.
 
-RequestWriter walks the parsed request in a slot and yields the bytes to send upstream:
-`METHOD SP path [?query] SP version CRLF`, `Host` for the service, the client's headers minus
-hop-by-hop ones (RFC 9110 7.6.1) and the ones the gateway replaces, `X-Forwarded-For` (appended
-to the client's), `X-Forwarded-Host`, `X-Forwarded-Proto`, `Via`, `Content-Length`, then the body.
-fill(dst) copies as much as fits and resumes where it stopped, so any request, however its
-bytes are split, goes out through a small buffer. Sans-IO, and no allocation after start().
+RequestWriter.start() lists the pieces of the forwarded request once: `METHOD SP path [?query]
+SP version CRLF`, `Host` for the service, the client's headers minus hop-by-hop ones (RFC 9110
+7.6.1) and the ones the gateway replaces, `X-Forwarded-For` (appended to the client's),
+`X-Forwarded-Host`, `X-Forwarded-Proto`, `Via`, `Content-Length`, then the body. Each piece is a
+span of the request buffer or of a constant, kept as (source, start, end) in tables made at
+boot. fill(dst) copies as much as fits and resumes where it stopped, so any request, however its
+bytes are split, goes out through a small buffer. Sans-IO, and no allocation.
 """
+
+from array import array
 
 from . import httpparse as hp
 from .compat import const, micropython
@@ -17,14 +20,7 @@ SP = b" "
 CRLF = b"\r\n"
 SLASH = b"/"
 COMMA_SP = b", "
-VERSION_11 = b" HTTP/1.1\r\n"
-VERSION_10 = b" HTTP/1.0\r\n"
-H_HOST = b"Host: "
 H_XFF = b"X-Forwarded-For: "
-H_XFH = b"X-Forwarded-Host: "
-H_XFP = b"X-Forwarded-Proto: http\r\n"
-H_VIA_11 = b"Via: 1.1 apigw\r\n"
-H_VIA_10 = b"Via: 1.0 apigw\r\n"
 H_CL = b"Content-Length: "
 
 # Header kinds the gateway drops (hop-by-hop) or replaces when forwarding a request.
@@ -43,36 +39,13 @@ for _k in (
 
 _BODY_METHODS = hp.METHOD_POST | hp.METHOD_PUT | hp.METHOD_PATCH
 
-# Steps of the walk, in order. Each names one piece; a step with nothing to send is skipped.
-_METHOD = const(0)
-_SP = const(1)
-_PREFIX = const(2)
-_REST = const(3)
-_QUERY = const(4)
-_VERSION = const(5)
-_HOST_NAME = const(6)  # Host: the service's address, from the string table
-_HOST_VALUE = const(7)
-_HOST_PORT = const(8)
-_HOST_CRLF = const(9)
-_HDR_LINE = const(10)  # the next forwarded header line (repeats with _HDR_CRLF)
-_HDR_CRLF = const(11)
-_XFF_NAME = const(12)
-_XFF_OLD = const(13)
-_XFF_COMMA = const(14)
-_XFF_PEER = const(15)
-_XFF_CRLF = const(16)
-_XFH_NAME = const(17)
-_XFH_VALUE = const(18)
-_XFH_CRLF = const(19)
-_XFP = const(20)
-_VIA = const(21)
-_CL_NAME = const(22)
-_CL_VALUE = const(23)
-_CL_CRLF = const(24)
-_END = const(25)
-_BODY = const(26)
-_DONE = const(27)
-
+# Constants that go out together are one piece: fewer pieces, less work per request.
+VERSION_HOST_11 = b" HTTP/1.1\r\nHost: "
+VERSION_HOST_10 = b" HTTP/1.0\r\nHost: "
+CRLF_XFH = b"\r\nX-Forwarded-Host: "
+TAIL_11 = b"\r\nX-Forwarded-Proto: http\r\nVia: 1.1 apigw\r\n"
+TAIL_10 = b"\r\nX-Forwarded-Proto: http\r\nVia: 1.0 apigw\r\n"
+CRLF_CRLF = b"\r\n\r\n"
 
 @micropython.native
 def listed_in_connection(slot, k):
@@ -103,159 +76,95 @@ def listed_in_connection(slot, k):
 
 
 class RequestWriter:
-    """Produces one forwarded request; one per slot, made at boot."""
+    """Writes one forwarded request; one per slot, made at boot."""
 
-    def __init__(self):
-        self.digits = bytearray(12)  # Content-Length value, written at start()
-        self.port = bytearray(7)  # ":port" of the Host line, written at start()
-        self.nport = 0
-        self.hbuf = b""
-        self.hoff = 0
-        self.hlen = 0
-        # self.slot is set by start(); fill() does nothing before it (step is _DONE)
-        self.peer = b""
-        self.pbuf = b""
-        self.poff = 0
-        self.plen = 0
-        self.send_length = False
-        self.ndigits = 0
-        self.k = 0
-        self.xff = -1
-        self.step = _DONE
-        self.src = b""
-        self.pos = 0
-        self.end = 0
+    def __init__(self, max_headers=32):
+        # Pieces: request line and Host (8), at most 2 per client header, the gateway's headers
+        # and the body (8).
+        pieces = 2 * max_headers + 16
+        self.digits = bytearray(16)  # Content-Length value and the blank line, made at start()
+        self.port = bytearray(8)  # ":port" CRLF of the Host line, made at start()
+        # Piece k is src[k][start[k]:end[k]]; made once, reused for every request.
+        self.src = [b""] * pieces
+        self.start_at = array("H", bytes(2 * pieces))
+        self.end_at = array("H", bytes(2 * pieces))
+        self.count = 0  # pieces listed
+        self.k = 0  # the piece being copied
+        self.pos = 0  # where in it
 
     @micropython.native
-    def start(self, slot, hbuf, hoff, hlen, port):
-        """Begin a request to the service at hbuf[hoff:hoff+hlen]:port (its Host line); the client's
-        address for X-Forwarded-For is slot.peer. No allocation."""
-        self.slot = slot
-        self.hbuf = hbuf
-        self.hoff = hoff
-        self.hlen = hlen
-        self.port[0] = 58  # ':'
-        self.nport = put_uint(self.port, 1, port)
-        self.peer = slot.peer
-        self.pbuf = SP
-        self.poff = 0
-        self.plen = 0
-        body = slot.body_end - slot.head_end
-        self.send_length = body > 0 or (slot.method & _BODY_METHODS) != 0
-        self.ndigits = put_uint(self.digits, 0, body)
-        self.k = 0  # next header index
-        self.xff = -1  # the client's X-Forwarded-For header last written
-        self.step = _METHOD
-        self.src = slot.buf
-        self.pos = slot.method_start
-        self.end = slot.method_end
-
-    def path_prefix(self, pbuf, poff, plen):
-        """The route's rewrite: pbuf[poff:poff+plen] goes before the rest of the path."""
-        self.pbuf = pbuf
-        self.poff = poff
-        self.plen = plen
-
-    def done(self):
-        return self.step == _DONE
+    def _add(self, src, a, b):
+        if b > a:
+            k = self.count
+            self.src[k] = src
+            self.start_at[k] = a
+            self.end_at[k] = b
+            self.count = k + 1
 
     @micropython.native
-    def _advance(self):
-        """Move to the next piece with something to send. No allocation."""
-        slot = self.slot
+    def start(self, slot, hbuf, hoff, hlen, port, pbuf, poff, plen):
+        """List the pieces of slot's request to the service at hbuf[hoff:hoff+hlen]:port; the
+        route's rewrite pbuf[poff:poff+plen] goes before the rest of the path (plen 0: none).
+        The client's address for X-Forwarded-For is slot.peer. No allocation."""
         buf = slot.buf
         hdr = slot.hdr
-        src = buf
-        a = 0
-        b = 0
-        step = self.step
-        while True:
-            step += 1
-            src = buf  # pieces from the request buffer unless the step says otherwise
-            if step == _SP:
-                src, a, b = SP, 0, 1
-            elif step == _PREFIX:
-                src, a, b = self.pbuf, self.poff, self.poff + self.plen
-            elif step == _REST:
-                if self.plen == 0 and slot.fwd_rest_end <= slot.fwd_rest_start:
-                    src, a, b = SLASH, 0, 1
-                else:
-                    a, b = slot.fwd_rest_start, slot.fwd_rest_end
-            elif step == _QUERY:
-                a, b = slot.query_start, slot.query_end
-            elif step == _VERSION:
-                src, a, b = (VERSION_11 if slot.version == 11 else VERSION_10), 0, 11
-            elif step == _HOST_NAME:
-                src, a, b = H_HOST, 0, len(H_HOST)
-            elif step == _HOST_VALUE:
-                src, a, b = self.hbuf, self.hoff, self.hoff + self.hlen
-            elif step == _HOST_PORT:
-                src, a, b = self.port, 0, self.nport
-            elif step == _HDR_LINE:
-                k = self.k
-                kinds = slot.hkind
-                while k < slot.nhdr:
-                    if DROP_KINDS[kinds[k]]:
-                        pass
-                    elif not slot.conn_extra or not listed_in_connection(slot, k):
-                        break
-                    k += 1
-                if k >= slot.nhdr:
-                    self.k = k
-                    step = _XFF_NAME - 1
-                    continue
-                a, b = hdr[4 * k], hdr[4 * k + 3]  # name through value, as the client sent it
-                self.k = k + 1
-            elif step == _HDR_CRLF:
-                src, a, b = CRLF, 0, 2
-                step = _HDR_LINE - 1  # then the next header
-            elif step == _XFF_NAME:
-                src, a, b = H_XFF, 0, len(H_XFF)
-            elif step == _XFF_OLD:  # every X-Forwarded-For the client sent, in order
-                x = self.xff + 1
-                kinds = slot.hkind
-                while x < slot.nhdr and kinds[x] != hp.HDR_X_FORWARDED_FOR:
-                    x += 1
-                self.xff = x
-                if x >= slot.nhdr:
-                    step = _XFF_PEER - 1
-                    continue
-                a, b = hdr[4 * x + 2], hdr[4 * x + 3]
-            elif step == _XFF_COMMA:
-                src, a, b = COMMA_SP, 0, 2
-                step = _XFF_OLD - 1  # then the next one, or the client's address
-            elif step == _XFF_PEER:
-                src, a, b = self.peer, 0, len(self.peer)
-            elif step == _HOST_CRLF or step == _XFF_CRLF or step == _XFH_CRLF or step == _CL_CRLF or step == _END:
-                src, a, b = CRLF, 0, 2
-            elif step == _XFH_NAME:
-                if slot.host < 0:
-                    step = _XFP - 1
-                    continue
-                src, a, b = H_XFH, 0, len(H_XFH)
-            elif step == _XFH_VALUE:
-                a, b = hdr[4 * slot.host + 2], hdr[4 * slot.host + 3]
-            elif step == _XFP:
-                src, a, b = H_XFP, 0, len(H_XFP)
-            elif step == _VIA:
-                src, a, b = (H_VIA_11 if slot.version == 11 else H_VIA_10), 0, 16
-            elif step == _CL_NAME:
-                if not self.send_length:
-                    step = _END - 1
-                    continue
-                src, a, b = H_CL, 0, len(H_CL)
-            elif step == _CL_VALUE:
-                src, a, b = self.digits, 0, self.ndigits
-            elif step == _BODY:
-                a, b = slot.head_end, slot.body_end
+        nh = slot.nhdr
+        kinds = slot.hkind
+        self.count = 0
+        self._add(buf, slot.method_start, slot.method_end)
+        self._add(SP, 0, 1)
+        self._add(pbuf, poff, poff + plen)
+        if plen == 0 and slot.fwd_rest_end <= slot.fwd_rest_start:
+            self._add(SLASH, 0, 1)
+        else:
+            self._add(buf, slot.fwd_rest_start, slot.fwd_rest_end)
+        self._add(buf, slot.query_start, slot.query_end)
+        v11 = slot.version == 11
+        self._add(VERSION_HOST_11 if v11 else VERSION_HOST_10, 0, 17)
+        self._add(hbuf, hoff, hoff + hlen)
+        p = self.port
+        p[0] = 58  # ':'
+        n = put_uint(p, 1, port)
+        p[n] = 13
+        p[n + 1] = 10
+        self._add(p, 0, n + 2)
+        # The client's headers, minus hop-by-hop ones and the ones replaced below. A line is
+        # taken with its CRLF when no whitespace trails the value (the usual case): one piece.
+        for k in range(nh):
+            if DROP_KINDS[kinds[k]] or (slot.conn_extra and listed_in_connection(slot, k)):
+                continue
+            e = hdr[4 * k + 3]
+            if buf[e] == 13:
+                self._add(buf, hdr[4 * k], e + 2)
             else:
-                step = _DONE
-            if b > a or step == _DONE:
-                break
-        self.step = step
-        self.src = src
-        self.pos = a
-        self.end = b
+                self._add(buf, hdr[4 * k], e)
+                self._add(CRLF, 0, 2)
+        self._add(H_XFF, 0, len(H_XFF))
+        for k in range(nh):  # every X-Forwarded-For the client sent, in order
+            if kinds[k] == hp.HDR_X_FORWARDED_FOR:
+                self._add(buf, hdr[4 * k + 2], hdr[4 * k + 3])
+                self._add(COMMA_SP, 0, 2)
+        self._add(slot.peer, 0, len(slot.peer))
+        h = slot.host
+        if h >= 0:
+            self._add(CRLF_XFH, 0, len(CRLF_XFH))
+            self._add(buf, hdr[4 * h + 2], hdr[4 * h + 3])
+        self._add(TAIL_11 if v11 else TAIL_10, 0, len(TAIL_11))
+        body = slot.body_end - slot.head_end
+        if body > 0 or (slot.method & _BODY_METHODS) != 0:
+            self._add(H_CL, 0, len(H_CL))
+            d = self.digits
+            n = put_uint(d, 0, body)
+            mem_move(d, n, CRLF_CRLF, 0, 4)
+            self._add(d, 0, n + 4)
+        else:
+            self._add(CRLF, 0, 2)
+        self._add(buf, slot.head_end, slot.body_end)
+        self.k = 0
+        self.pos = self.start_at[0]
+
+    def done(self):
+        return self.k >= self.count
 
     @micropython.native
     def fill(self, dst):
@@ -263,16 +172,22 @@ class RequestWriter:
         No allocation."""
         size = len(dst)
         n = 0
-        while n < size:
-            if self.pos >= self.end:
-                if self.step == _DONE:
-                    break
-                self._advance()
-                continue
-            take = self.end - self.pos
+        k = self.k
+        pos = self.pos
+        count = self.count
+        ends = self.end_at
+        while n < size and k < count:
+            end = ends[k]
+            take = end - pos
             if take > size - n:
                 take = size - n
-            mem_move(dst, n, self.src, self.pos, take)
+            mem_move(dst, n, self.src[k], pos, take)
             n += take
-            self.pos += take
+            pos += take
+            if pos >= end:
+                k += 1
+                if k < count:
+                    pos = self.start_at[k]
+        self.k = k
+        self.pos = pos
         return n

@@ -185,6 +185,7 @@ def _method(buf, s, n):
     return 0
 
 
+@micropython.native
 def header_kind(buf, s, n):
     """HDR_* kind of the header name buf[s:s+n], case-insensitive. No allocation."""
     # By length first: one int compare, then at most two native compares.

@@ -46,7 +46,7 @@ class Relay:
         self.io_tail = slot.iomv[RESERVE:]  # reads land after the head reserve without slicing
         self.head = ResponseHead()
         self.chunks = ChunkedTracker()
-        self.writer = RequestWriter()
+        self.writer = RequestWriter(slot.max_headers)
         self.sock = None  # the upstream connection in use
         self.client = None
         self.svc = -1
@@ -95,10 +95,10 @@ class Relay:
         slot.deadline = ticks_add(ticks_ms(), self.timeout_ms)
         st = up.gw.strtab
         host = up.gw.service_host_id(self.svc)
-        self.writer.start(slot, st.buf, st.offset(host), st.length(host), up.gw.service_port(self.svc))
         pre = slot.fwd_prefix
-        if pre >= 0:
-            self.writer.path_prefix(st.buf, st.offset(pre), st.length(pre))
+        poff = st.offset(pre) if pre >= 0 else 0
+        plen = st.length(pre) if pre >= 0 else 0
+        self.writer.start(slot, st.buf, st.offset(host), st.length(host), up.gw.service_port(self.svc), st.buf, poff, plen)
         self.phase = _SEND
         self.pos = self.end = 0
         return self.step()
