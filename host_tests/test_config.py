@@ -30,7 +30,7 @@ SVC = '"services": [{"name": "a", "host": "127.0.0.1", "port": 9001}, {"name": "
 SMALL = '"limits": {"services": 4, "routes": 8, "strtab_bytes": 1024}'
 
 
-def _doc(routes, extra=', ' + SMALL):
+def _doc(routes, extra=", " + SMALL):
     """Two services and the given routes; small tables keep the capped test heap free."""
     return '{%s, "routes": [%s]%s}' % (SVC, ", ".join(routes), extra)
 
@@ -145,8 +145,10 @@ def test_strings_with_brackets_escapes_and_unicode():
 
 ERRORS = (
     # (document, exact message or (prefix, part of the rest))
-    (_doc(['{"path": "/1", "service": "a"}'] * 3 + ['{"path": "/x", "service": "x"}']),
-     "routes[3].service: unknown service 'x'"),
+    (
+        _doc(['{"path": "/1", "service": "a"}'] * 3 + ['{"path": "/x", "service": "x"}']),
+        "routes[3].service: unknown service 'x'",
+    ),
     ('{"listen": {"port": 0}}', "listen.port: must be an integer 1-65535"),
     ('{"listen": {"port": "80"}}', "listen.port: must be an integer 1-65535"),
     ('{"listen": {"port": true}}', "listen.port: must be an integer 1-65535"),
@@ -160,38 +162,63 @@ ERRORS = (
     ('{"listen": {}, "listen": {}}', "listen: duplicate key"),
     ('{"services": {}}', "services: must be an array"),
     ("[1]", "config: must be a JSON object"),
-    (_doc(['{"path": "/x", "match": "glob", "service": "a"}']),
-     "routes[0].match: must be one of exact, prefix, wildcard, regex"),
+    (
+        _doc(['{"path": "/x", "match": "glob", "service": "a"}']),
+        "routes[0].match: must be one of exact, prefix, wildcard, regex",
+    ),
     (_doc(['{"path": "/x", "servce": "a"}']), "routes[0].servce: unknown key"),
     ('{%s, "services": [{"name": "a", "host": "h", "port": 1, "x": 1}]}' % SMALL, "services[0].x: unknown key"),
     ('{%s, "services": [{"name": "a", "host": "h"}]}' % SMALL, "services[0].port: required"),
-    ('{%s, "services": [{"name": "a", "host": "h", "port": 70000}]}' % SMALL,
-     "services[0].port: must be an integer 1-65535"),
-    ('{%s, "services": [{"name": "a", "host": "h", "port": 1}, {"name": "a", "host": "h", "port": 2}]}' % SMALL,
-     "services[1].name: service 'a' already registered"),
-    ('{%s, "services": [{"name": "a", "host": "h", "port": 1, "keepalive": 1}]}' % SMALL,
-     "services[0].keepalive: must be true or false"),
+    (
+        '{%s, "services": [{"name": "a", "host": "h", "port": 70000}]}' % SMALL,
+        "services[0].port: must be an integer 1-65535",
+    ),
+    (
+        '{%s, "services": [{"name": "a", "host": "h", "port": 1}, {"name": "a", "host": "h", "port": 2}]}' % SMALL,
+        "services[1].name: service 'a' already registered",
+    ),
+    (
+        '{%s, "services": [{"name": "a", "host": "h", "port": 1, "keepalive": 1}]}' % SMALL,
+        "services[0].keepalive: must be true or false",
+    ),
     ('{%s, "services": [1]}' % SMALL, "services[0]: must be an object"),
     (_doc(['{"service": "a"}']), "routes[0].path: required"),
     (_doc(['{"path": 5, "service": "a"}']), "routes[0].path: must be a string"),
     (_doc(['{"path": "^/(x", "match": "regex", "service": "a"}']), ("routes[0].path: regex does not compile", "")),
-    (_doc(['{"path": "/x", "methods": ["GET", "FETCH"], "service": "a"}']),
-     ("routes[0].methods: unknown method 'FETCH'", "")),
+    (
+        _doc(['{"path": "/x", "methods": ["GET", "FETCH"], "service": "a"}']),
+        ("routes[0].methods: unknown method 'FETCH'", ""),
+    ),
     (_doc(['{"path": "/x", "methods": "GET", "service": "a"}']), ("routes[0].methods: must be a list", "")),
     (_doc(['{"path": "/x", "respond": {"status": 600}}']), "routes[0].respond.status: must be an integer 100-599"),
-    (_doc(['{"path": "/x", "respond": {"status": 200, "body": "x", "type": "y"}}']),
-     "routes[0].respond.type: unknown key"),
+    (
+        _doc(['{"path": "/x", "respond": {"status": 200, "body": "x", "type": "y"}}']),
+        "routes[0].respond.type: unknown key",
+    ),
     (_doc(['{"path": "/x"}']), "routes[0].service: needs exactly one of service or respond"),
-    (_doc(['{"path": "/a", "service": "a"}', '{"path": "/b", "service": "a"}', '{"path": "/_gw/x", "service": "a"}']),
-     "routes[2].path: /_gw/ is reserved for the gateway"),
-    (_doc(['{"path": "/a", "service": "a", "strip_prefix": "yes"}']),
-     "routes[0].strip_prefix: must be true or false"),
-    (_doc(['{"path": "/a", "service": "a", "name": "n"}', '{"path": "/b", "service": "a", "name": "n"}']),
-     "routes[1].name: route name 'n' already used"),
-    (_doc(['{"path": "/x", "service": "a"}'] * 3, ', "limits": {"routes": 2, "services": 4, "strtab_bytes": 1024}'), "routes: more than limits.routes (2)"),
+    (
+        _doc(
+            ['{"path": "/a", "service": "a"}', '{"path": "/b", "service": "a"}', '{"path": "/_gw/x", "service": "a"}']
+        ),
+        "routes[2].path: /_gw/ is reserved for the gateway",
+    ),
+    (_doc(['{"path": "/a", "service": "a", "strip_prefix": "yes"}']), "routes[0].strip_prefix: must be true or false"),
+    (
+        _doc(['{"path": "/a", "service": "a", "name": "n"}', '{"path": "/b", "service": "a", "name": "n"}']),
+        "routes[1].name: route name 'n' already used",
+    ),
+    (
+        _doc(['{"path": "/x", "service": "a"}'] * 3, ', "limits": {"routes": 2, "services": 4, "strtab_bytes": 1024}'),
+        "routes: more than limits.routes (2)",
+    ),
     ('{"limits": {"services": 1, "routes": 8}, ' + SVC + "}", "services: more than limits.services (1)"),
-    (_doc(['{"path": "/' + "x" * 300 + '", "service": "a"}'], ', "limits": {"strtab_bytes": 256, "services": 4, "routes": 8}'),
-     "limits.strtab_bytes: string table full (256 bytes), at routes[0].path"),
+    (
+        _doc(
+            ['{"path": "/' + "x" * 300 + '", "service": "a"}'],
+            ', "limits": {"strtab_bytes": 256, "services": 4, "routes": 8}',
+        ),
+        "limits.strtab_bytes: string table full (256 bytes), at routes[0].path",
+    ),
     # JSON syntax: the splitter's own checks, then json.loads on one element.
     ('{"listen" {}}', "config: expected ':' at byte 10"),
     ('{"listen": {}, }', "config: trailing comma at byte 15"),
@@ -260,11 +287,15 @@ def _big_config(path, services=256, routes=512, special=64):
     One route in 8 of each kind; regex and respond routes only for the first `special` of
     their turns (prefix routes after that)."""
     with open(path, "w") as f:
-        f.write('{"listen": {"port": 8080, "slots": 4},\n "limits": {"services": %d, "routes": %d},\n'
-                ' "services": [\n' % (services, routes))
+        f.write(
+            '{"listen": {"port": 8080, "slots": 4},\n "limits": {"services": %d, "routes": %d},\n'
+            ' "services": [\n' % (services, routes)
+        )
         for i in range(services):
-            f.write('  %s{"name": "svc%d", "host": "10.%d.%d.%d", "port": %d, "timeout_ms": %d}\n'
-                    % ("," if i else "", i, i // 65536, (i // 256) % 256, i % 256, 8000 + i, 1000 + i))
+            f.write(
+                '  %s{"name": "svc%d", "host": "10.%d.%d.%d", "port": %d, "timeout_ms": %d}\n'
+                % ("," if i else "", i, i // 65536, (i // 256) % 256, i % 256, 8000 + i, 1000 + i)
+            )
         f.write(' ],\n "routes": [\n')
         for i in range(routes):
             s = i % services

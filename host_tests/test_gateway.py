@@ -474,8 +474,18 @@ def test_index_agrees_with_linear_scan():
     order = lr.linear_order(gw)
     slot = Slot(0, 512, 16, 4)
     paths = [p for m, p, h in lr.MIXED_REQUESTS] + [
-        "/", "/api", "/api/svc1", "/api/svc1/v2", "/api/svc1/v3", "/devices/1/x/status",
-        "/files/63", "/files/64/x", "/legacy/3/77", "/legacy/3/x", "/admin/1", "/static/page3/",
+        "/",
+        "/api",
+        "/api/svc1",
+        "/api/svc1/v2",
+        "/api/svc1/v3",
+        "/devices/1/x/status",
+        "/files/63",
+        "/files/64/x",
+        "/legacy/3/77",
+        "/legacy/3/x",
+        "/admin/1",
+        "/static/page3/",
     ]
     hdrs = (None, (("X-Api-Version", "2"),))
     n = 0

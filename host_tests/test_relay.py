@@ -133,7 +133,7 @@ def test_compose_direct_body_too_large():
     body = b"x" * 200
     n = rsp.compose(dst, 200, b"text/plain", body, len(body), True, 11)
     assert n < 0
-    assert bytes(dst[: -n]).endswith(b"Content-Length: 200\r\n\r\n")
+    assert bytes(dst[:-n]).endswith(b"Content-Length: 200\r\n\r\n")
 
 
 def test_put_uint():

@@ -161,8 +161,13 @@ def run_micro(quick, firmware):
 def start_bare(tmp, port, name="bare"):
     log = os.path.join(tmp, name + ".log")
     with open(log, "w") as f:
-        proc = subprocess.Popen([MPY, os.path.join(HERE, "bare_server.py"), str(port)], cwd=ROOT,
-                                stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [MPY, os.path.join(HERE, "bare_server.py"), str(port)],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
     wait_port(port, proc, log)
     return proc, log
 
@@ -219,9 +224,14 @@ def start_gateway(tmp, port, bare_port, firmware):
     log = os.path.join(tmp, "gateway.log")
     env = dict(os.environ, MICROPYPATH=".:%s:.frozen" % os.path.join(ROOT, "boards", "unix"))
     with open(log, "w") as f:
-        proc = subprocess.Popen([MPY, "main.py", "--config", cfg, "--port", str(port)],
-                                cwd=firmware, env=env,
-                                stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [MPY, "main.py", "--config", cfg, "--port", str(port)],
+            cwd=firmware,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
     wait_port(port, proc, log)
     return proc, log
 
@@ -291,8 +301,11 @@ def measure_loads(res, tool, duration, rounds, warm, phases, upstream):
     cpu = {name: [0.0, 0.0, 0.0, 0] for name, _, _ in phases}  # server, upstream, load tool, requests
     for rnd in range(rounds):
         for name, url, server in phases:
-            print("round %d/%d: %-8s %s, %s, %d connections, %g s ..."
-                  % (rnd + 1, rounds, name, url, tool, CONNECTIONS, duration), flush=True)
+            print(
+                "round %d/%d: %-8s %s, %s, %d connections, %g s ..."
+                % (rnd + 1, rounds, name, url, tool, CONNECTIONS, duration),
+                flush=True,
+            )
             if rnd == 0:
                 loadgen.run(url, CONNECTIONS, warm)  # warm-up, not counted
             cpu0 = (cpu_s(server.pid), cpu_s(upstream.pid), cpu_self_children())
@@ -351,7 +364,8 @@ def run(quick=False, use_loadgen=False, duration=None, rounds=None, firmware=Non
 
         print("alloc: %d requests each to /proxied and /direct over one connection ..." % ALLOC_REQUESTS, flush=True)
         res["alloc_bytes_per_proxied_request"], res["alloc_bytes_per_health_request"] = alloc_per_request(
-            gw_port, "/proxied", ALLOC_REQUESTS)
+            gw_port, "/proxied", ALLOC_REQUESTS
+        )
         res["alloc_bytes_per_direct_request"], _ = alloc_per_request(gw_port, "/direct", ALLOC_REQUESTS)
         if gw.poll() is not None:
             raise BenchError("the gateway exited; log:\n" + _tail(gw_log))

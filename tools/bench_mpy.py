@@ -67,8 +67,9 @@ def build_table(gw):
         elif r == 2:
             gw.add_route("/media/%d" % i, methods=["GET", "PUT"], service=svc % SERVICES)
         else:
-            gw.add_route("/tenant/t%d/api" % i, headers={"X-Api-Version": "2"} if i % 8 == 3 else None,
-                         service=svc % SERVICES)
+            gw.add_route(
+                "/tenant/t%d/api" % i, headers={"X-Api-Version": "2"} if i % 8 == 3 else None, service=svc % SERVICES
+            )
         svc += 1
     for i in range(N_WILDCARD):
         r = i % 3
@@ -233,8 +234,12 @@ def run(batches):
             mismatches += 1
             print("MISMATCH", bytes(s.buf[s.path_start : s.path_end]), a, b)
 
-    out = {"routes": nroutes, "services": gw.get_service_count(), "route_mismatches": mismatches,
-           "route_table_heap_bytes": table_heap}
+    out = {
+        "routes": nroutes,
+        "services": gw.get_service_count(),
+        "route_mismatches": mismatches,
+        "route_table_heap_bytes": table_heap,
+    }
 
     # Route decisions over the whole mix.
     idx = []

@@ -68,9 +68,7 @@ def build(board, src_root, out_root, verbose=True):
     failures = 0
     for name in names:
         dst = os.path.join(out, name[:-3] + ".mpy")
-        rc, text = compile_file(
-            os.path.join(pkg, name), dst, march, source_name="apigw/" + name, mpy_cross=tool
-        )
+        rc, text = compile_file(os.path.join(pkg, name), dst, march, source_name="apigw/" + name, mpy_cross=tool)
         if rc != 0 or text.strip():
             failures += 1
             print("FAIL %s (-march=%s, exit %d)" % (name, march, rc), file=sys.stderr)

@@ -287,8 +287,17 @@ def _add_route(gw, d, label):
         if "content_type" not in respond:
             respond["content_type"] = "application/json"
     try:
-        gw.add_route(d["path"], d.get("match", "prefix"), methods, d.get("headers"), d.get("service"),
-                     strip, d.get("rewrite"), respond, d.get("name"))
+        gw.add_route(
+            d["path"],
+            d.get("match", "prefix"),
+            methods,
+            d.get("headers"),
+            d.get("service"),
+            strip,
+            d.get("rewrite"),
+            respond,
+            d.get("name"),
+        )
     except GatewayError as e:
         raise _gateway_error(e, label)
 

@@ -12,7 +12,7 @@ bytes are split, goes out through a small buffer. Sans-IO, and no allocation.
 from array import array
 
 from . import httpparse as hp
-from .compat import const, micropython
+from .compat import micropython
 from .native import mem_move
 from .response import put_uint
 
@@ -46,6 +46,7 @@ CRLF_XFH = b"\r\nX-Forwarded-Host: "
 TAIL_11 = b"\r\nX-Forwarded-Proto: http\r\nVia: 1.1 apigw\r\n"
 TAIL_10 = b"\r\nX-Forwarded-Proto: http\r\nVia: 1.0 apigw\r\n"
 CRLF_CRLF = b"\r\n\r\n"
+
 
 @micropython.native
 def listed_in_connection(slot, k):

@@ -74,8 +74,7 @@ def match_segments(p, pi, pend, s, si, send):
 class ApiGateway(RouteTable):
     """Service registry and router with every table allocated up front."""
 
-    def __init__(self, max_services=256, max_routes=512, strtab_bytes=16384, strtab_entries=0,
-                 max_header_conds=0):
+    def __init__(self, max_services=256, max_routes=512, strtab_bytes=16384, strtab_entries=0, max_header_conds=0):
         strtab = StrTable(strtab_bytes, strtab_entries or 2 * (max_routes + max_services))
         super().__init__(strtab, max_services, max_routes, max_header_conds)
 

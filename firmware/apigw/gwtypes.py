@@ -64,7 +64,12 @@ class ServiceEndpoint:
 
     def __repr__(self):
         return "<ServiceEndpoint %d %s %s:%d %s>" % (
-            self.id, self.name, self.host, self.port, HealthStatus.NAMES[self.health_status])
+            self.id,
+            self.name,
+            self.host,
+            self.port,
+            HealthStatus.NAMES[self.health_status],
+        )
 
 
 class ApiRequest:

@@ -167,9 +167,7 @@ def _hexval(c):
 
 def _unreserved(c):
     # ALPHA / DIGIT / "-" / "." / "_" / "~"  (RFC 3986 section 2.3)
-    return (
-        (97 <= c <= 122) or (65 <= c <= 90) or (48 <= c <= 57) or c == 45 or c == 46 or c == 95 or c == 126
-    )
+    return (97 <= c <= 122) or (65 <= c <= 90) or (48 <= c <= 57) or c == 45 or c == 46 or c == 95 or c == 126
 
 
 def normalize_path_py(buf, start, end):

@@ -98,7 +98,9 @@ class Relay:
         pre = slot.fwd_prefix
         poff = st.offset(pre) if pre >= 0 else 0
         plen = st.length(pre) if pre >= 0 else 0
-        self.writer.start(slot, st.buf, st.offset(host), st.length(host), up.gw.service_port(self.svc), st.buf, poff, plen)
+        self.writer.start(
+            slot, st.buf, st.offset(host), st.length(host), up.gw.service_port(self.svc), st.buf, poff, plen
+        )
         self.phase = _SEND
         self.pos = self.end = 0
         return self.step()

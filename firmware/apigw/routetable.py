@@ -82,8 +82,18 @@ class RouteTable(ServiceTable):
 
     # -- routes: changes (allocate; off the hot path) ------------------------------------------
 
-    def add_route(self, path, match="prefix", methods=None, headers=None, service=None,
-                  strip_prefix=False, rewrite=None, respond=None, name=None):
+    def add_route(
+        self,
+        path,
+        match="prefix",
+        methods=None,
+        headers=None,
+        service=None,
+        strip_prefix=False,
+        rewrite=None,
+        respond=None,
+        name=None,
+    ):
         """Add a route and return its id. Raises GatewayError naming the field at fault.
 
         match: "exact", "prefix", "wildcard" or "regex" (or a RoutePattern int). methods: None
@@ -108,7 +118,9 @@ class RouteTable(ServiceTable):
         else:
             resp = check_respond(respond)
             if rewrite is not None or strip_prefix:
-                raise GatewayError("respond routes do not forward", "rewrite" if rewrite is not None else "strip_prefix")
+                raise GatewayError(
+                    "respond routes do not forward", "rewrite" if rewrite is not None else "strip_prefix"
+                )
         if name is not None:
             if not isinstance(name, str) or not name:
                 raise GatewayError("must be a non-empty string", "name")
@@ -265,9 +277,13 @@ class RouteTable(ServiceTable):
         if not 0 <= r < self.max_routes or self._kind[r] == _FREE:
             return None
         st = self.strtab
-        d = {"id": r, "name": None if self._name[r] < 0 else st.get_str(self._name[r]),
-             "match": RoutePattern.NAMES[self._kind[r]], "path": st.get_str(self._pat[r]),
-             "methods": method_names(self._methods[r]) if self._methods[r] else "*"}
+        d = {
+            "id": r,
+            "name": None if self._name[r] < 0 else st.get_str(self._name[r]),
+            "match": RoutePattern.NAMES[self._kind[r]],
+            "path": st.get_str(self._pat[r]),
+            "methods": method_names(self._methods[r]) if self._methods[r] else "*",
+        }
         headers = {}
         c = self._hc[r]
         while c >= 0:
@@ -291,8 +307,9 @@ class RouteTable(ServiceTable):
         """Live route ids in the order route_request tries them (allocates)."""
         ids = [r for r in range(self.max_routes) if self._kind[r] != _FREE]
         kind, lit, seq = self._kind, self._lit, self._seq
-        ids.sort(key=lambda r: (0 if kind[r] == 0 else 2 if kind[r] == 3 else 1,
-                                -lit[r], 0 if kind[r] != 1 else 1, seq[r]))
+        ids.sort(
+            key=lambda r: (0 if kind[r] == 0 else 2 if kind[r] == 3 else 1, -lit[r], 0 if kind[r] != 1 else 1, seq[r])
+        )
         return ids
 
     def list_routes(self):

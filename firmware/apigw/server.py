@@ -361,7 +361,9 @@ class Server:
         did not fit the I/O buffer and goes after the head: then await _send_rest. No allocation."""
         self.stats.count(status)
         io = slot.io
-        n = rsp.compose(io, status, ctype, body, len(body), slot.keep_alive, slot.version, 0, -1, slot.method == hp.METHOD_HEAD)
+        n = rsp.compose(
+            io, status, ctype, body, len(body), slot.keep_alive, slot.version, 0, -1, slot.method == hp.METHOD_HEAD
+        )
         slot.resp_started = True
         if n < 0:
             slot.out_start = 0

@@ -86,8 +86,9 @@ class ServiceTable:
         if i < 0:
             raise GatewayError("no service %r" % (name_or_id,))
         if self._s_refs[i]:
-            raise GatewayError("service %r is used by %d route(s)" % (
-                self.strtab.get_str(self._s_name[i]), self._s_refs[i]))
+            raise GatewayError(
+                "service %r is used by %d route(s)" % (self.strtab.get_str(self._s_name[i]), self._s_refs[i])
+            )
         self.strtab.remove(self._s_name[i])
         self.strtab.remove(self._s_host[i])
         self._s_name[i] = -1
@@ -100,9 +101,16 @@ class ServiceTable:
         if i < 0:
             return None
         st = self.strtab
-        return ServiceEndpoint(i, st.get_str(self._s_name[i]), st.get_str(self._s_host[i]),
-                               self._s_port[i], self._s_health[i], self._s_timeout[i],
-                               bool(self._s_keep[i]), self._s_refs[i])
+        return ServiceEndpoint(
+            i,
+            st.get_str(self._s_name[i]),
+            st.get_str(self._s_host[i]),
+            self._s_port[i],
+            self._s_health[i],
+            self._s_timeout[i],
+            bool(self._s_keep[i]),
+            self._s_refs[i],
+        )
 
     def service_port(self, sid):
         return self._s_port[sid]

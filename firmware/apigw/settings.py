@@ -50,7 +50,6 @@ class ServiceDefaults:
         self.count = 0
 
 
-
 class Config:
     """A loaded config: the gateway and one plain object per section."""
 

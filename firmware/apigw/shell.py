@@ -8,7 +8,6 @@ Other modules add their commands with Shell.register(). Off the request path: al
 from .gateway import METHOD_BITS, GatewayError, HealthStatus, method_names
 
 
-
 class ShellError(Exception):
     """A command's usage error; the message is shown to the user."""
 
@@ -84,7 +83,9 @@ class Shell:
             for sub, usage, text in subs:
                 if name == "help":
                     continue
-                out.append("  " + name + " " + sub + ((" " + usage) if usage else "") + ("  -- " + text if text else ""))
+                out.append(
+                    "  " + name + " " + sub + ((" " + usage) if usage else "") + ("  -- " + text if text else "")
+                )
         return "\n".join(out)
 
     # -- gateway ---------------------------------------------------------------------------------
@@ -141,7 +142,14 @@ class Shell:
         rows = []
         for ep in self.gw.list_services():
             rows.append(
-                [ep.id, ep.name, ep.host + ":" + str(ep.port), HealthStatus.NAMES[ep.health_status], ep.timeout_ms, ep.routes]
+                [
+                    ep.id,
+                    ep.name,
+                    ep.host + ":" + str(ep.port),
+                    HealthStatus.NAMES[ep.health_status],
+                    ep.timeout_ms,
+                    ep.routes,
+                ]
             )
         if not rows:
             return "no services"
@@ -219,8 +227,12 @@ class Shell:
                 "parse_errors " + str(st.parse_errors),
                 "queued " + str(st.queued) + " rejected " + str(st.rejected),
                 "timeouts " + str(st.timeouts) + " upstream_errors " + str(st.upstream_errors),
-                "upstream connects " + str(srv.upstream.connects) + " reuses " + str(srv.upstream.reuses)
-                + " idle " + str(srv.upstream.idle_count()),
+                "upstream connects "
+                + str(srv.upstream.connects)
+                + " reuses "
+                + str(srv.upstream.reuses)
+                + " idle "
+                + str(srv.upstream.idle_count()),
             ]
         return "\n".join(lines)
 
@@ -229,7 +241,11 @@ GATEWAY_SUBS = [
     ("routes", "", "list routes in precedence order"),
     ("services", "", "list services with health"),
     ("route", "METHOD PATH [Header=value ...]", "show the route decision for a request"),
-    ("add-route", "PATH SERVICE|respond=STATUS [match=...] [methods=...] [strip] [rewrite=...] [name=...]", "add a route"),
+    (
+        "add-route",
+        "PATH SERVICE|respond=STATUS [match=...] [methods=...] [strip] [rewrite=...] [name=...]",
+        "add a route",
+    ),
     ("remove-route", "ID|NAME", "remove a route"),
     ("stats", "", "counters: requests, slots, queue, upstream connections"),
     ("stop", "", "stop the gateway cleanly (running board only)"),

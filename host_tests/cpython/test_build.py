@@ -3,6 +3,7 @@
 - mpy-cross: every firmware/**/*.py and boards/**/*.py compiles for xtensawin (esp32), armv6m
   (rp2040) and x64 (unix) with no output at all (a warning fails the test).
 - The unix .mpy build loads on the unix port and passes the native-kernel suite.
+- ruff: formatting and lint per ruff.toml.
 - pyright: firmware/ (plus that board's boards/ folder) against the esp32 stubs and, separately,
   the rp2 stubs (tools/pyright/esp32.json, rp2.json), with 0 errors. A canary file proves the
   board stubs are in effect (a CPython-only call must be reported).
@@ -56,9 +57,7 @@ def test_mpy_cross_compiles_clean(march, tmp_path):
     problems = []
     for rel in _sources():
         dst = os.path.join(str(tmp_path), rel[:-3] + ".mpy")
-        rc, text = build_mpy.compile_file(
-            os.path.join(ROOT, rel), dst, march, source_name=rel, mpy_cross=tool
-        )
+        rc, text = build_mpy.compile_file(os.path.join(ROOT, rel), dst, march, source_name=rel, mpy_cross=tool)
         if rc != 0 or text.strip():
             problems.append("%s (exit %d):\n%s" % (rel, rc, text.rstrip()))
     if problems:
@@ -143,9 +142,7 @@ def test_pyright_firmware(board):
     summary, errors = _pyright(["-p", "tools/pyright/%s.json" % board])
     assert summary["filesAnalyzed"] > 0
     if errors:
-        pytest.fail(
-            "pyright (%s stubs): %d error(s)\n%s" % (board, len(errors), "\n".join(errors)), pytrace=False
-        )
+        pytest.fail("pyright (%s stubs): %d error(s)\n%s" % (board, len(errors), "\n".join(errors)), pytrace=False)
 
 
 CANARY = """\
@@ -175,3 +172,20 @@ def test_pyright_uses_board_stubs(board, tmp_path):
     summary, errors = _pyright(["-p", "tools/pyright/%s.json" % board, str(canary)])
     assert summary["filesAnalyzed"] == 1
     assert len(errors) == 1 and "monotonic_ns" in errors[0], errors
+
+
+def _ruff():
+    exe = os.path.join(os.path.dirname(sys.executable), "ruff")
+    if not os.path.exists(exe):
+        exe = shutil.which("ruff")
+    if not exe:
+        _missing("ruff not found: run `make venv` (it is in requirements.txt)")
+    return exe
+
+
+@pytest.mark.parametrize("what", ["check", "format"])
+def test_ruff(what):
+    """House style: ruff formatting and lint (ruff.toml) over every Python file of the project."""
+    args = [_ruff(), what] + (["--check"] if what == "format" else []) + ["firmware", "boards", "tools", "host_tests"]
+    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import build_mpy  # noqa: E402
 import test_config  # noqa: E402  (the portable suite's generator of the big config)
 
-TRICKY = ['a ] } , : [ {', 'quote " and \\ backslash', "caf\u00e9 \u2603", "", "\t\n", "\\u0041", "/"]
+TRICKY = ["a ] } , : [ {", 'quote " and \\ backslash', "caf\u00e9 \u2603", "", "\t\n", "\\u0041", "/"]
 
 
 def _value(rng, depth=0):
@@ -41,7 +41,7 @@ def _value(rng, depth=0):
     if k == 2:
         return rng.choice((True, False, None, 1.5))
     if k == 3:
-        return "".join(rng.choice("ab]}[{,:\"\\ ") for _ in range(rng.randrange(12)))
+        return "".join(rng.choice('ab]}[{,:"\\ ') for _ in range(rng.randrange(12)))
     if k in (4, 5):
         return [_value(rng, depth + 1) for _ in range(rng.randrange(4))]
     return {rng.choice(TRICKY) + str(i): _value(rng, depth + 1) for i in range(rng.randrange(4))}
@@ -129,6 +129,12 @@ def test_big_config_loads_in_128k_heap(tmp_path):
         "print(gw.get_service_count(), gw.get_route_count(), gw.route_id('r8') >= 0, gc.mem_free())\n" % path
     )
     env = dict(os.environ, MICROPYPATH=os.path.join(str(tmp_path), "unix"))
-    p = subprocess.run([exe, "-X", "heapsize=128k", str(script)], env=env, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True, timeout=120)
+    p = subprocess.run(
+        [exe, "-X", "heapsize=128k", str(script)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0 and p.stdout.startswith("256 512 True "), p.stdout

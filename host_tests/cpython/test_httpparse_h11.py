@@ -16,7 +16,7 @@ H = b"Host: a\r\n"
 
 
 def ours(raw):
-    """"accept", "incomplete", or the error status."""
+    """ "accept", "incomplete", or the error status."""
     slot = Slot(0)
     slot.buf[0 : len(raw)] = raw
     slot.n = len(raw)
@@ -29,7 +29,7 @@ def ours(raw):
 
 
 def theirs(raw):
-    """"accept" (the whole request read), "incomplete", or h11's error status hint."""
+    """ "accept" (the whole request read), "incomplete", or h11's error status hint."""
     conn = h11.Connection(h11.SERVER)
     conn.receive_data(raw)
     try:
