@@ -86,6 +86,7 @@ check: $(STAMP) stubs
 run: $(STAMP)
 	@$(PY) tools/demo_upstreams.py & up=$$!; \
 	trap 'kill $$up 2>/dev/null; wait $$up 2>/dev/null' EXIT INT TERM; \
+	for i in $$(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/9001) 2>/dev/null && break; sleep 0.1; done; \
 	port=$${PORT:-8080}; \
 	echo "try:"; \
 	echo "  curl http://127.0.0.1:$$port/_gw/health"; \
@@ -93,6 +94,7 @@ run: $(STAMP)
 	echo "  curl http://127.0.0.1:$$port/api/sensors/humidity"; \
 	echo "  curl -d '{\"on\":true}' http://127.0.0.1:$$port/api/controller/echo"; \
 	echo "  curl -i http://127.0.0.1:$$port/nope"; \
+	echo "the console below is the gateway shell: type help; Ctrl-C stops everything"; \
 	cd firmware && MICROPYPATH=.:../boards/unix:.frozen ../$(MPY) main.py \
 		--config $(abspath $(CONFIG)) $(if $(PORT),--port $(PORT))
 
