@@ -3,7 +3,7 @@ the response head, rewrite it, relay head and body to the client.
 
 Relay.step() does every non-blocking socket call it can and then says what it waits for
 (WAIT_UP_READ, WAIT_UP_WRITE, WAIT_CLIENT_WRITE), or that it needs a new upstream connection
-(CONNECT), or how it ended (DONE_KEEP, DONE_CLOSE, FAIL with .status for the client). The
+(CONNECT), or how it ended (DONE_KEEP, DONE_CLOSE, or FAIL: answer 502). The
 server's connection loop does the awaiting, so a proxied request creates no coroutine: on the
 heap of a board a 460-byte generator per request is the biggest allocation there is.
 
@@ -31,7 +31,7 @@ WAIT_CLIENT_WRITE = const(3)
 CONNECT = const(4)  # open a connection to host():port(), then call connected(sock)
 DONE_KEEP = const(5)  # answered; the client connection may carry another request
 DONE_CLOSE = const(6)  # answered (or cut short): close the client connection
-FAIL = const(7)  # nothing went to the client: answer .status (502)
+FAIL = const(7)  # the upstream failed before anything went to the client: answer 502
 
 _SEND = const(0)  # writing the request upstream: io[pos:end], then the writer's next bytes
 _HEAD = const(1)  # reading the response head into io[RESERVE:]
@@ -61,7 +61,6 @@ class Relay:
         self.left = 0  # body still to come: bytes (Content-Length), or 1 while chunked / to close
         self.client_close = False
         self.reusable = False
-        self.status = 502
 
     @micropython.native
     def begin(self, slot, svc, client, timeout_ms):
@@ -71,7 +70,6 @@ class Relay:
         self.timeout_ms = timeout_ms
         self.retried = False
         self.started = False
-        self.status = 502
         return self._attach(self.upstream.take_idle(svc))
 
     @micropython.native

@@ -2,9 +2,10 @@
 
 A connection gets a slot from the SlotPool (or waits a bounded time for one, then 503 with
 Retry-After), reads into the slot's buffer with readinto, and runs each request through
-parse -> route -> dispatch -> direct answer or Upstream.forward. One reaper task enforces every
-timeout by cancelling the connection's task when its slot's deadline passes (no wait_for per
-read), and closes idle keep-alive connections early when others are queued for a slot.
+parse -> route -> dispatch -> a direct answer, or the slot's Relay, whose waits this loop does
+(one coroutine per connection, none per request). One reaper task enforces every timeout by
+cancelling the connection's task when its slot's deadline passes (no wait_for per read), and
+closes idle keep-alive connections early when others are queued for a slot.
 
 Route semantics live in ApiGateway; this module only moves bytes and keeps counters.
 """
@@ -14,7 +15,7 @@ import json
 import socket
 import sys
 
-from . import __version__
+from . import __version__, relay
 from . import httpparse as hp
 from . import response as rsp
 from .compat import micropython, mem_alloc, mem_free, mem_total, ticks_add, ticks_diff, ticks_ms
@@ -22,7 +23,6 @@ from .native import mem_eq
 from .slot import BODY, FREE, HEAD, IDLE, UPSTREAM, SlotPool
 from .sockio import IOWait, connect, install, pin, send_all, send_now
 from .sockio import close as close_socket
-from . import relay
 from .upstream import Upstream
 
 GW_PREFIX = b"/_gw/"
@@ -86,7 +86,7 @@ class Server:
             self.gw,
             self.pool.slots,
             max_idle_per_service=lc.slots,  # as many as can be busy at once: no connection churn
-            idle_ms=getattr(lc, "upstream_idle_ms", 4000),
+            idle_ms=4000,  # below the 5 s keep-alive timeout common in HTTP servers
             connect_timeout_ms=lc.connect_timeout_ms,
         )
         self.stats = Stats()
@@ -257,9 +257,9 @@ class Server:
         return slot.out_start < n
 
     async def _serve(self, slot, sock, wait):
-        """Serve requests on one connection until it closes. Per request this allocates only
-        asyncio's poll entries, a memoryview slice when bytes are pipelined, and forward()'s
-        coroutine for a proxied request."""
+        """Serve requests on one connection until it closes. A keep-alive request allocates
+        nothing here, proxied or not: only pipelined bytes (a memoryview slice), a new upstream
+        connection, or an answer the socket does not take at once do."""
         lc = self.listen
         gw = self.gw
         stats = self.stats
@@ -316,25 +316,25 @@ class Server:
                     else:
                         # The relay does the work and says what it waits for; this loop does the
                         # waiting, so a proxied request creates no coroutine of its own.
-                        r = relays[slot.index]
-                        w = r.begin(slot, svc, sock, gw.service_timeout(svc))
+                        rl = relays[slot.index]
+                        w = rl.begin(slot, svc, sock, gw.service_timeout(svc))
                         while w < relay.DONE_KEEP:
                             if w == relay.WAIT_UP_READ:
-                                await wait.readable(r.sock)
+                                await wait.readable(rl.sock)
                             elif w == relay.WAIT_CLIENT_WRITE:
                                 await wait.writable(sock)
                             elif w == relay.WAIT_UP_WRITE:
-                                await wait.writable(r.sock)
+                                await wait.writable(rl.sock)
                             else:  # relay.CONNECT
                                 try:
-                                    conn = await connect(wait, r.host(), r.port())  # new connections only
+                                    conn = await connect(wait, rl.host(), rl.port())  # new connections only
                                 except OSError:
-                                    w = r.connect_failed()
+                                    w = rl.connect_failed()
                                     continue
                                 self.upstream.connects += 1
-                                w = r.connected(conn)
+                                w = rl.connected(conn)
                                 continue
-                            w = r.step()
+                            w = rl.step()
                         if w == relay.FAIL:
                             stats.upstream_errors += 1
                             keep = False
