@@ -7,6 +7,7 @@ interop. One gateway serves the whole module (fixtures in conftest.py).
 """
 
 import json
+import socket
 import os
 import subprocess
 import time
@@ -680,3 +681,26 @@ def test_keep_alive_requests_allocate_next_to_nothing(gateway, path):
     # Proxied and direct answers allocate nothing per request; the margin covers the reaper's
     # rounds and the upstream pool's sweeps, which run while the requests do.
     assert _alloc_per_request(gateway, path) < 64
+
+
+def test_413_reaches_a_client_that_sends_the_body_anyway(gateway):
+    # A client that does not wait for an answer before sending a body too large for the slot
+    # must still be able to read the 413 that the gateway sent as soon as the head arrived.
+    body = b"x" * 200000
+    head = b"POST /api/controller/x HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
+    for _ in range(5):
+        s = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+        try:
+            try:
+                s.sendall(head + body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            s.close()
+        assert data.startswith(b"HTTP/1.1 413 "), data[:80]
