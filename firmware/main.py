@@ -10,7 +10,6 @@ import sys
 
 import asyncio
 
-from apigw.server import Server
 from apigw.slot import SlotPool
 
 try:
@@ -94,6 +93,9 @@ def main(argv=None):
         config.listen.port = int(opts["port"])
     if board is not None:
         board.setup(config)
+    gc.collect()
+    from apigw.server import Server  # imported after the loader is gone: a lower peak at boot
+
     pool = pools[0] if pools and len(pools[0]) == config.listen.slots else None
     server = Server(config, on_tick=board.feed_watchdog if board is not None else None, pool=pool)
     gc.collect()  # start serving with the boot garbage gone
