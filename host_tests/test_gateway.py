@@ -1,6 +1,6 @@
 """Portable tests for strtab.py and gateway.py: tables, route kinds, precedence, 404/405,
-header conditions, forwarded paths, index upkeep, capacities, and (MicroPython) heap_lock and
-speed of the route decision over 512 routes.
+header conditions, forwarded paths, index upkeep, capacities, and (MicroPython) a route decision
+over 512 routes that allocates nothing. Its speed is a benchmark figure (make bench), not a test.
 
 Requests are written straight into Slot fields (fill()), as the parser would leave them.
 """
@@ -540,29 +540,3 @@ def test_heap_lock_route_and_dispatch():
     finally:
         micropython.heap_unlock()
     assert out[0] == -405 and min(out[1:6]) == -404
-
-
-def test_route_decision_speed():
-    requires_micropython()
-    import time
-
-    gw, lr = _mixed()
-    order = lr.linear_order(gw)
-    slots = [fill(Slot(0, 512, 16, 4), m, p, h) for m, p, h in lr.MIXED_REQUESTS]
-    fast = []
-    slow = []
-    for s in slots:
-        for _ in range(20):
-            t0 = time.ticks_us()
-            gw.route_request(s)
-            fast.append(time.ticks_diff(time.ticks_us(), t0))
-        for _ in range(3):
-            t0 = time.ticks_us()
-            lr.linear_route(gw, s, order)
-            slow.append(time.ticks_diff(time.ticks_us(), t0))
-    fast.sort()
-    slow.sort()
-    mf = fast[len(fast) // 2]
-    ms = slow[len(slow) // 2]
-    print("route decision, 512 routes: median %d us (index), %d us (linear scan)" % (mf, ms))
-    assert mf <= 10 and ms >= 20 * max(mf, 1)

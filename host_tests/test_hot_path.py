@@ -9,6 +9,7 @@ from apigw import response as rsp
 from apigw.compat import micropython
 from apigw.fwdhead import RequestWriter
 from apigw.gateway import ApiGateway
+from apigw.native import mem_move
 from apigw.resphead import RESERVE, ResponseHead
 from apigw.slot import Slot
 from check import requires_micropython
@@ -64,6 +65,7 @@ def _one_pass(t):
         n += k
         k = t.writer.fill(t.out)
     t.results[3] = n
+    mem_move(t.answer, RESERVE, ANSWER, 0, len(ANSWER))  # the upstream's answer, as read (rewrite works in place)
     t.results[4] = t.head.parse(t.answer, RESERVE, RESERVE + len(ANSWER))
     t.results[5] = t.head.rewrite(t.answer, RESERVE, False, 11)
     t.results[6] = rsp.compose_error(t.out, 404, True, 11, 0, -1, False)
@@ -72,7 +74,6 @@ def _one_pass(t):
 def _prepare():
     t = _Run()
     t.slot.buf[: len(REQUEST)] = REQUEST
-    t.answer[RESERVE : RESERVE + len(ANSWER)] = ANSWER
     return t
 
 

@@ -113,6 +113,8 @@ class ResponseHead:
         less than that. No allocation."""
         he = self.head_end
         eol = buf.find(b"\r\n", start, he) + 2
+        if he <= start or eol < start + 2:
+            return 0  # nothing parsed: never write at offsets derived from a missing head
         mem_move(buf, 0, buf, start, eol - start)  # status line
         w = eol - start
         line = eol
