@@ -204,5 +204,9 @@ async def connect(wait, host, port):
             s.close()
             raise
     pin(s)
-    await wait.writable(s)
+    try:
+        await wait.writable(s)
+    except BaseException:  # cancelled (a timeout) while connecting: do not leak the socket
+        close(s)
+        raise
     return s
