@@ -146,22 +146,23 @@ class Relay:
                     self.n = RESERVE
                     return WAIT_UP_READ  # the answer cannot be there yet: no read to try
                 if ph == _HEAD:
+                    # Parse what is in the buffer first (an interim answer may have brought the
+                    # final one with it); read only when the head is not complete yet.
                     n = self.n
-                    k = sock.readinto(self.io_tail if n == RESERVE else slot.iomv[n:])
-                    if k is None:
-                        return WAIT_UP_READ
-                    if k == 0:
-                        raise OSError(104)  # closed before answering
-                    n += k
-                    self.n = n
                     head = self.head
-                    he = head.parse(io, RESERVE, n)
-                    if he < 0:
-                        return self._fail_head()
+                    he = head.parse(io, RESERVE, n) if n > RESERVE else 0
                     if he == 0:
                         if n >= len(io):
                             return self._fail_head()
+                        k = sock.readinto(self.io_tail if n == RESERVE else slot.iomv[n:])
+                        if k is None:
+                            return WAIT_UP_READ
+                        if k == 0:
+                            raise OSError(104)  # closed before answering
+                        self.n = n + k
                         continue
+                    if he < 0:
+                        return self._fail_head()
                     if head.status < 200:  # an interim answer (1xx): skip it
                         mem_move(io, RESERVE, io, he, n - he)
                         self.n = RESERVE + n - he
