@@ -6,6 +6,7 @@ gateway is the firmware on the unix port.
 
 import socket
 import threading
+import time
 
 import pytest
 
@@ -19,6 +20,22 @@ SCRIPT = {
     "/noframe": (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"y" * 3000, True),
     # an answer that says nothing about closing, then a close: the connection goes stale in the pool
     "/then-close": (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone", True),
+    "/garbage": (b"NOT HTTP AT ALL\r\n\r\n", True),
+    "/bighead": (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 3000 + b"\r\nContent-Length: 0\r\n\r\n", True),
+    "/silent": (b"", True),
+    # a chunked body in pieces, split inside sizes and data, with a trailer
+    "/chunks": (
+        [
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"5\r\nhel",
+            b"lo\r\n1",
+            b"0\r\n0123456789abcdef\r\n",
+            b"0\r\nX-Trailer: 1\r\n\r\n",
+        ],
+        False,
+    ),
+    # HEAD: a length, no body
+    "/head": (b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n", False),
 }
 
 
@@ -56,7 +73,12 @@ class ScriptedUpstream:
                 head, _, buf = buf.partition(b"\r\n\r\n")
                 path = head.split(b" ")[1].decode()
                 answer, close = SCRIPT.get(path, (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", False))
-                conn.sendall(answer)
+                if isinstance(answer, list):
+                    for piece in answer:  # in pieces, each its own TCP segment
+                        conn.sendall(piece)
+                        time.sleep(0.02)
+                else:
+                    conn.sendall(answer)
                 if close:
                     return
         except OSError:
@@ -132,3 +154,32 @@ def test_stale_kept_alive_connection_is_retried_on_a_fresh_one(scripted):
         assert r.status == 200 and r.read() == b"done"
     c.close()
     assert up.connections >= 3
+
+
+@pytest.mark.parametrize("path", ["/garbage", "/bighead", "/silent"])
+def test_unusable_answers_get_502(scripted, path):
+    gw, _ = scripted
+    with gw.raw() as c:
+        c.send(b"GET /odd" + path.encode() + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 502 and r.json()["status"] == 502
+
+
+def test_chunked_answer_in_pieces_then_the_connection_goes_on(scripted):
+    gw, _ = scripted
+    with gw.raw() as c:
+        c.send(b"GET /odd/chunks HTTP/1.1\r\nHost: t\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"hello0123456789abcdef"
+        c.send(b"GET /odd/interim HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert c.read_response().status == 200
+
+
+def test_head_answer_has_no_body_to_wait_for(scripted):
+    gw, _ = scripted
+    with gw.raw() as c:
+        c.send(b"HEAD /odd/head HTTP/1.1\r\nHost: t\r\n\r\n")
+        r = c.read_response(head_request=True)
+        assert r.status == 200 and r.body == b""
+        c.send(b"GET /odd/interim HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert c.read_response().status == 200
