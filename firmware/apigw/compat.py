@@ -17,6 +17,8 @@ if IS_MICROPYTHON:
     import micropython  # type: ignore
     import time
 
+    from asyncio import core as asyncio_core  # type: ignore[attr-defined]  # its I/O queue (sockio)
+
     const = micropython.const
     ticks_ms = time.ticks_ms  # type: ignore[attr-defined]
     ticks_us = time.ticks_us  # type: ignore[attr-defined]
@@ -73,6 +75,8 @@ else:
 
     def mem_total():
         return -1
+
+    asyncio_core = None  # CPython's asyncio has no such internals: sockio's queue is MicroPython's
 
     class micropython:  # noqa: N801
         """Stand-in for the decorators: the MicroPython compiler reads `@micropython.native` and

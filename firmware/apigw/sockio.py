@@ -11,15 +11,16 @@ the gateway pins keeps its entry and its poll registration (events switched off 
 for as long as it is open, so a wait on it allocates nothing. Unpinned sockets (the listener,
 the console) behave exactly as before. Pinned sockets must be closed with close() here.
 
-MicroPython only: this module uses asyncio.core's internals. It holds no protocol logic.
+The I/O queue and the waits use asyncio.core's internals (MicroPython); send_now() and close()
+also work under CPython, where host tests drive the relay with stand-in sockets. No protocol
+logic here.
 """
 
 import select
 import socket
 from errno import EINPROGRESS
 
-from asyncio import core  # type: ignore[attr-defined]
-
+from .compat import asyncio_core as core  # type: ignore[attr-defined]
 from .compat import micropython
 
 _POLLIN = select.POLLIN
@@ -127,6 +128,8 @@ def install():
 
 
 def pin(sock):
+    if core is None:
+        return
     q = core._io_queue
     if isinstance(q, PinnedIOQueue):
         q.pin(sock)
@@ -134,9 +137,10 @@ def pin(sock):
 
 def close(sock):
     """Close a socket, forgetting its pinned entry first."""
-    q = core._io_queue
-    if isinstance(q, PinnedIOQueue):
-        q.forget(sock)
+    if core is not None:
+        q = core._io_queue
+        if isinstance(q, PinnedIOQueue):
+            q.forget(sock)
     sock.close()
 
 
