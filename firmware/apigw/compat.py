@@ -17,7 +17,11 @@ if IS_MICROPYTHON:
     import micropython  # type: ignore
     import time
 
-    from asyncio import core as asyncio_core  # type: ignore[attr-defined]  # its I/O queue (sockio)
+    def asyncio_core():
+        """asyncio's core module, whose I/O queue sockio uses (imported when first asked for)."""
+        from asyncio import core  # type: ignore[attr-defined]
+
+        return core
 
     const = micropython.const
     ticks_ms = time.ticks_ms  # type: ignore[attr-defined]
@@ -76,7 +80,9 @@ else:
     def mem_total():
         return -1
 
-    asyncio_core = None  # CPython's asyncio has no such internals: sockio's queue is MicroPython's
+    def asyncio_core():
+        """None: CPython's asyncio has no such internals (sockio's queue is MicroPython's)."""
+        return None
 
     class micropython:  # noqa: N801
         """Stand-in for the decorators: the MicroPython compiler reads `@micropython.native` and

@@ -132,8 +132,10 @@ class Server:
         self.log("apigw stopped")
 
     def _cancel_idle(self):
+        """Close connections with no request in flight: idle keep-alive ones, and new ones that
+        have sent nothing yet."""
         for slot in self.pool.slots:
-            if slot.phase == IDLE and slot.task is not None:
+            if slot.task is not None and (slot.phase == IDLE or (slot.phase == HEAD and slot.n == 0)):
                 slot.task.cancel()
                 slot.task = None
 

@@ -20,8 +20,9 @@ import select
 import socket
 from errno import EINPROGRESS
 
-from .compat import asyncio_core as core  # type: ignore[attr-defined]
-from .compat import micropython
+from .compat import asyncio_core, micropython
+
+core = asyncio_core()
 
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
