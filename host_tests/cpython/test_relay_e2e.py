@@ -91,6 +91,16 @@ class ScriptedUpstream:
         self.sock.close()
 
 
+def _read_to_close(c):
+    """Everything the gateway sends until it closes the connection."""
+    data = b""
+    while True:
+        chunk = c.sock.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+
+
 @pytest.fixture(scope="module")
 def scripted(e2e, tmp_path_factory):
     up = ScriptedUpstream()
@@ -120,12 +130,7 @@ def test_body_cut_short_closes_the_client_connection(scripted):
     gw, _ = scripted
     with gw.raw() as c:
         c.send(b"GET /odd/cut HTTP/1.1\r\nHost: t\r\n\r\n")
-        data = b""
-        while True:
-            chunk = c.sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+        data = _read_to_close(c)
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK") and b"Content-Length: 100" in head
     assert body == b"x" * 10  # what came, then the close: the client can tell it was cut short
@@ -135,12 +140,7 @@ def test_body_without_framing_ends_with_the_connection(scripted):
     gw, _ = scripted
     with gw.raw() as c:
         c.send(b"GET /odd/noframe HTTP/1.1\r\nHost: t\r\n\r\n")
-        data = b""
-        while True:
-            chunk = c.sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+        data = _read_to_close(c)
     head, _, body = data.partition(b"\r\n\r\n")
     assert b"Connection: close" in head and body == b"y" * 3000
 
