@@ -78,7 +78,7 @@ def _drive(rl, upstream_sock, limit=100):
 def test_plain_answer_is_relayed_and_the_connection_kept():
     gw, slot, svc, up, rl = _setup()
     client = FakeSock()
-    assert rl.begin(slot, svc, client, 1000) == R.CONNECT  # no idle connection yet
+    assert rl.begin(svc, client, 1000) == R.CONNECT  # no idle connection yet
     upstream = FakeSock([None, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"])
     assert _drive(rl, upstream) == R.DONE_KEEP
     assert bytes(upstream.sent).startswith(b"GET /x HTTP/1.1\r\nHost: 10.0.0.9:9000\r\n")
@@ -91,7 +91,7 @@ def test_body_larger_than_the_buffer_in_pieces_and_slow_client():
     body = bytes(range(256)) * 8  # 2 KB through a 256-byte I/O buffer
     gw, slot, svc, up, rl = _setup(io=256)
     client = FakeSock(take=100)  # the client socket takes 100 bytes a call
-    rl.begin(slot, svc, client, 1000)
+    rl.begin(svc, client, 1000)
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 2048\r\n\r\n"
     upstream = FakeSock([head + body[:100], None, body[100:1500], body[1500:]])
     assert _drive(rl, upstream, 1000) == R.DONE_KEEP
@@ -104,7 +104,7 @@ def test_chunked_answer_split_anywhere():
     pieces = [raw[i : i + 7] for i in range(0, len(raw), 7)]
     gw, slot, svc, up, rl = _setup()
     client = FakeSock()
-    rl.begin(slot, svc, client, 1000)
+    rl.begin(svc, client, 1000)
     upstream = FakeSock(pieces)
     assert _drive(rl, upstream, 1000) == R.DONE_KEEP
     assert bytes(client.sent).endswith(b"5\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n")
@@ -114,7 +114,7 @@ def test_chunked_answer_split_anywhere():
 def test_interim_answer_skipped_even_when_the_final_one_came_with_it():
     gw, slot, svc, up, rl = _setup()
     client = FakeSock()
-    rl.begin(slot, svc, client, 1000)
+    rl.begin(svc, client, 1000)
     upstream = FakeSock([b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"])
     assert _drive(rl, upstream) == R.DONE_KEEP
     assert bytes(client.sent) == b"HTTP/1.1 204 No Content\r\nVia: 1.1 apigw\r\n\r\n"
@@ -125,7 +125,7 @@ def test_stale_kept_alive_connection_asks_for_a_new_one():
     stale = FakeSock([b""])  # the upstream closed it while it was idle
     up.give_back(svc, stale)
     client = FakeSock()
-    w = rl.begin(slot, svc, client, 1000)  # takes the idle one and sends the request
+    w = rl.begin(svc, client, 1000)  # takes the idle one and sends the request
     while w < R.DONE_KEEP and w != R.CONNECT:
         w = rl.step()
     assert w == R.CONNECT and stale.closed  # retried once, on a fresh connection
@@ -136,7 +136,7 @@ def test_stale_kept_alive_connection_asks_for_a_new_one():
 
 def test_closed_before_answering_on_a_fresh_connection_fails_for_502():
     gw, slot, svc, up, rl = _setup()
-    rl.begin(slot, svc, FakeSock(), 1000)
+    rl.begin(svc, FakeSock(), 1000)
     upstream = FakeSock([b""])
     assert _drive(rl, upstream) == R.FAIL and upstream.closed
 
@@ -144,12 +144,12 @@ def test_closed_before_answering_on_a_fresh_connection_fails_for_502():
 def test_cut_short_and_unframed_bodies_close_both_sides():
     gw, slot, svc, up, rl = _setup()
     client = FakeSock()
-    rl.begin(slot, svc, client, 1000)
+    rl.begin(svc, client, 1000)
     upstream = FakeSock([b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nonly-this", b""])
     assert _drive(rl, upstream) == R.DONE_CLOSE and upstream.closed
     gw, slot, svc, up, rl = _setup()
     client = FakeSock()
-    rl.begin(slot, svc, client, 1000)
+    rl.begin(svc, client, 1000)
     upstream = FakeSock([b"HTTP/1.1 200 OK\r\n\r\nuntil", b" the end", b""])
     assert _drive(rl, upstream) == R.DONE_CLOSE and upstream.closed
     assert b"Connection: close\r\n" in bytes(client.sent) and bytes(client.sent).endswith(b"until the end")
@@ -157,6 +157,6 @@ def test_cut_short_and_unframed_bodies_close_both_sides():
 
 def test_garbage_answer_fails_for_502():
     gw, slot, svc, up, rl = _setup()
-    rl.begin(slot, svc, FakeSock(), 1000)
+    rl.begin(svc, FakeSock(), 1000)
     upstream = FakeSock([b"SMTP ready\r\n\r\n"])
     assert _drive(rl, upstream) == R.FAIL and upstream.closed

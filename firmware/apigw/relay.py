@@ -53,7 +53,6 @@ class Relay:
         self.timeout_ms = 0
         self.reused = False
         self.retried = False
-        self.started = False  # bytes of the answer went to the client
         self.phase = _SEND
         self.pos = 0
         self.end = 0
@@ -63,13 +62,12 @@ class Relay:
         self.reusable = False
 
     @micropython.native
-    def begin(self, slot, svc, client, timeout_ms):
-        """Start relaying slot's request to service svc. Returns what step() would."""
+    def begin(self, svc, client, timeout_ms):
+        """Start relaying the slot's request to service svc. Returns what step() would."""
         self.svc = svc
         self.client = client
         self.timeout_ms = timeout_ms
         self.retried = False
-        self.started = False
         return self._attach(self.upstream.take_idle(svc))
 
     @micropython.native
@@ -103,7 +101,9 @@ class Relay:
         self.pos = self.end = 0
         return self.step()
 
-    def connect_failed(self):
+    def fail(self):
+        """The upstream cannot answer (refused, closed, garbled): FAIL, and note the service down."""
+        self.abort()
         self.upstream.gw.note_health(self.svc, HealthStatus.UNHEALTHY)
         return FAIL
 
@@ -153,7 +153,7 @@ class Relay:
                     he = head.parse(io, RESERVE, n) if n > RESERVE else 0
                     if he == 0:
                         if n >= len(io):
-                            return self._fail_head()
+                            return self.fail()
                         k = sock.readinto(self.io_tail if n == RESERVE else slot.iomv[n:])
                         if k is None:
                             return WAIT_UP_READ
@@ -162,7 +162,7 @@ class Relay:
                         self.n = n + k
                         continue
                     if he < 0:
-                        return self._fail_head()
+                        return self.fail()
                     if head.status < 200:  # an interim answer (1xx): skip it
                         mem_move(io, RESERVE, io, he, n - he)
                         self.n = RESERVE + n - he
@@ -238,7 +238,6 @@ class Relay:
             self.left = 1  # no framing: the body ends when the upstream closes
         slot.phase = STREAM
         slot.resp_started = True
-        self.started = True
         self.pos = 0
         self.end = hl + extra
         self.phase = _OUT
@@ -257,19 +256,13 @@ class Relay:
             return DONE_CLOSE
         return DONE_KEEP
 
-    def _fail_head(self):
-        self.abort()
-        self.upstream.gw.note_health(self.svc, HealthStatus.UNHEALTHY)
-        return FAIL
-
     def _failed(self):
         """A socket error. Before the answer started: retry once on a fresh connection when a
         kept-alive one turned out stale, else FAIL (502). After: end the client connection."""
         self.abort()
-        if self.started:
+        if self.slot.resp_started:
             return DONE_CLOSE
-        if self.reused and not self.retried and self.phase != _OUT:
+        if self.reused and not self.retried:
             self.retried = True
             return self._attach(None)
-        self.upstream.gw.note_health(self.svc, HealthStatus.UNHEALTHY)
-        return FAIL
+        return self.fail()

@@ -319,7 +319,7 @@ class Server:
                         # The relay does the work and says what it waits for; this loop does the
                         # waiting, so a proxied request creates no coroutine of its own.
                         rl = relays[slot.index]
-                        w = rl.begin(slot, svc, sock, gw.service_timeout(svc))
+                        w = rl.begin(svc, sock, gw.service_timeout(svc))
                         while w < relay.DONE_KEEP:
                             if w == relay.WAIT_UP_READ:
                                 await wait.readable(rl.sock)
@@ -331,7 +331,7 @@ class Server:
                                 try:
                                     conn = await connect(wait, rl.host(), rl.port())  # new connections only
                                 except OSError:
-                                    w = rl.connect_failed()
+                                    w = rl.fail()
                                     continue
                                 self.upstream.connects += 1
                                 w = rl.connected(conn)

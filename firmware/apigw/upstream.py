@@ -88,12 +88,6 @@ class Upstream:
             if self.pool_svc[k] >= 0:
                 self._drop(k)
 
-    def forget(self, svc):
-        """Close a service's idle connections (its address changed or it was removed)."""
-        for k in range(len(self.pool_svc)):
-            if self.pool_svc[k] == svc:
-                self._drop(k)
-
     def idle_count(self):
         n = 0
         for k in range(len(self.pool_svc)):
