@@ -9,11 +9,14 @@ calls each function whose name starts with `test_` (in name order), and ends wit
 `N passed, N failed` (plus `, N skipped`). The exit code is 1 if anything failed or nothing ran.
 
 names select what runs: `test_native` or `native` (a module), `native.test_mem_move` (one test).
--v prints every test's name and outcome.
+-v prints every test's name and outcome. --heap=SIZE runs each module in a fresh interpreter with
+`-X heapsize=SIZE` (what `make test` does), as a board runs one program per boot.
 
-Memory: `make test` runs this with `-X heapsize=256k` (an option of the micropython binary,
-given before the script name), so a test that allocates grossly fails with MemoryError here.
-Each test starts after gc.collect(); each module is dropped from sys.modules when done.
+Memory: `make test` runs this with `-X heapsize=512k --heap=512k` (the first is an option of the
+micropython binary, given before the script name), so a test that allocates grossly fails with
+MemoryError here.
+Each test starts after gc.collect(); each test module, and every module its import loaded (the
+firmware's too), is dropped from sys.modules when done, so the suite's size does not add up.
 """
 
 import gc
@@ -78,6 +81,7 @@ def _parse_selection(args):
 def _run_module(name, only, verbose, counts):
     """Import one test module and run its tests; counts is [passed, failed, skipped]."""
     gc.collect()
+    loaded = list(sys.modules)  # what this module imports is dropped after it (the heap is small)
     try:
         mod = __import__(name)
     except Exception as e:
@@ -97,6 +101,7 @@ def _run_module(name, only, verbose, counts):
     t0 = time.ticks_ms() if hasattr(time, "ticks_ms") else 0  # type: ignore[attr-defined]
     for t in tests:
         fn = getattr(mod, t)
+        before = list(sys.modules)  # modules a test imports lazily go with it
         gc.collect()
         try:
             fn()
@@ -112,22 +117,59 @@ def _run_module(name, only, verbose, counts):
             counts[0] += 1
             if verbose:
                 print("  ok  ", t)
+        for m in list(sys.modules):
+            if m not in before:
+                del sys.modules[m]
     ms = time.ticks_diff(time.ticks_ms(), t0) if t0 else 0  # type: ignore[attr-defined]
     line = "%s: %d passed, %d failed" % (name, counts[0] - p0, counts[1] - f0)
     if counts[2] - s0:
         line += ", %d skipped" % (counts[2] - s0)
     print(line, "(%d ms)" % ms)
     del mod
-    if name in sys.modules:
-        del sys.modules[name]
+    for m in list(sys.modules):
+        if m not in loaded:
+            del sys.modules[m]
+
+
+def _run_apart(name, heap, verbose, test_dir, counts):
+    """Run one test module in a fresh interpreter with the given heap, as a board boots once per
+    program: interned names and heap fragments of one module do not burden the next."""
+    import os
+
+    out = "/tmp/mpy_run_%d.txt" % os.getpid() if hasattr(os, "getpid") else "/tmp/mpy_run.txt"
+    cmd = "%s -X heapsize=%s %s/mpy_run.py %s%s > %s 2>&1" % (
+        sys.executable,
+        heap,
+        test_dir,
+        "-v " if verbose else "",
+        name,
+        out,
+    )
+    status = os.system(cmd)
+    with open(out) as f:
+        text = f.read()
+    os.remove(out)
+    lines = text.rstrip().split("\n")
+    print("\n".join(lines[:-1]))  # the module's own lines; its total is added to ours
+    got = [0, 0, 0]
+    for part in lines[-1].split(","):
+        words = part.split()
+        if len(words) == 2 and words[1] in ("passed", "failed", "skipped"):
+            got[("passed", "failed", "skipped").index(words[1])] = int(words[0])
+    if status != 0 and got[1] == 0:
+        print("ERROR", name, "exited with status", status)
+        got[1] = 1
+    for i in range(3):
+        counts[i] += got[i]
 
 
 def main(argv):
     verbose = "-v" in argv
     args = [a for a in argv if a != "-v"]
+    names = [a for a in args if not a.startswith("--")]
     test_dir = _test_dir()
     found = _modules(test_dir)
-    sel = _parse_selection(args)
+    sel = _parse_selection(names)
     counts = [0, 0, 0]
     if sel:
         for name in sel:
@@ -137,8 +179,15 @@ def main(argv):
         run = [m for m in found if m in sel]
     else:
         run = found
+    heap = None
+    for a in args:
+        if a.startswith("--heap="):
+            heap = a[7:]
     for name in run:
-        _run_module(name, sel.get(name) if sel else None, verbose, counts)
+        if heap is None:
+            _run_module(name, sel.get(name) if sel else None, verbose, counts)
+        else:
+            _run_apart(name, heap, verbose, test_dir, counts)
     line = "%d passed, %d failed" % (counts[0], counts[1])
     if counts[2]:
         line += ", %d skipped" % counts[2]

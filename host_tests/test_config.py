@@ -1,7 +1,7 @@
 """Portable tests for config.py: good configs, every kind of error message, the streaming
 loader on a generated 256-service / 512-route file, and the last-good fallback.
 
-On MicroPython the runner caps the heap (make test: -X heapsize=256k); the generated file is
+On MicroPython the runner caps the heap (make test: -X heapsize=512k); the generated file is
 written piece by piece and is larger than what a whole-document parse could hold next to the
 tables, so loading it at all shows the loader works element by element.
 """
@@ -260,17 +260,51 @@ def test_extension_section():
 
     def handler(value, cfg):
         if not isinstance(value, dict) or "keys" not in value:
-            raise ConfigError("auth.keys: required")
+            raise ConfigError("metrics.keys: required")
         seen.append((value, cfg.gateway.get_route_count()))
 
-    register_section("auth", handler)
+    register_section("metrics", handler)
     try:
-        cfg = load_config_text('{"auth": {"keys": 3}, ' + _doc(['{"path": "/", "service": "a"}'])[1:])
-        assert seen == [({"keys": 3}, 1)] and cfg.extra["auth"] == {"keys": 3}
-        assert _err('{"auth": {}, %s}' % SMALL) == "auth.keys: required"
+        cfg = load_config_text('{"metrics": {"keys": 3}, ' + _doc(['{"path": "/", "service": "a"}'])[1:])
+        assert seen == [({"keys": 3}, 1)] and cfg.extra["metrics"] == {"keys": 3}
+        assert _err('{"metrics": {}, %s}' % SMALL) == "metrics.keys: required"
     finally:
-        del SECTIONS["auth"]
-    assert _err('{"auth": {}}') == "auth: unknown section"
+        del SECTIONS["metrics"]
+    assert _err('{"metrics": {}}') == "metrics: unknown section"
+
+
+def test_route_policy_needs_an_auth_section():
+    got = _err(_doc(['{"path": "/", "service": "a", "policy": "p"}']))
+    assert got == "routes[0].policy: policies need an auth section", got
+
+
+def test_auth_section_errors_name_the_field():
+    for auth, want in (
+        ('{"jwt": {"ttl_s": 0}}', "auth.jwt.ttl_s: must be an integer 1-2592000"),
+        ('{"limits": {"tokens": "x"}}', "auth.limits.tokens: must be an integer 1-4096"),
+        (
+            '{"policies": {"p": {"rate": -1}}}',
+            "auth.policies.p.rate: must be an integer 0-100000 (requests per second)",
+        ),
+        (
+            '{"policies": {"p": {"schemes": ["magic"]}}}',
+            "auth.policies.p.schemes: unknown scheme 'magic' (jwt, api_key, basic, bearer)",
+        ),
+        (
+            '{"users": [{"name": "a", "role": "king"}]}',
+            "auth.users[0]: role: must be one of admin, service_account, user, guest",
+        ),
+        ('{"api_keys": [{"id": "xyz", "digest": ""}]}', "auth.api_keys[0]: id: must be 8 lower-case hex characters"),
+        ('{"secrets": "no-such-file.json"}', "auth.secrets: no file no-such-file.json"),
+        (
+            '{"bogus": 1}',
+            "auth.bogus: unknown key (known: secrets, state, jwt, limits, pbkdf2_iterations, users, api_keys, introspection, policies)",
+        ),
+    ):
+        got = _err('{"auth": %s, %s}' % (auth, SMALL))
+        assert got == want, (auth, got)
+    got = _err('{"auth": {"policies": {}}, %s' % _doc(['{"path": "/", "service": "a", "policy": "p"}'])[1:])
+    assert got == "routes[0].policy: no policy 'p' in auth.policies", got
 
 
 def test_load_into_given_gateway_and_stream():

@@ -51,7 +51,7 @@ LIMITS = (
 SHELL = (("enabled", 0, 0), ("host", 0, 0), ("port", 1, 65535))
 SCHEMAS = {"listen": (Listen, LISTEN), "limits": (Limits, LIMITS), "shell": (Shell, SHELL)}
 SERVICE_KEYS = ("name", "host", "port", "timeout_ms", "keepalive")
-ROUTE_KEYS = ("path", "match", "methods", "headers", "service", "strip_prefix", "rewrite", "respond", "name")
+ROUTE_KEYS = ("path", "match", "methods", "headers", "service", "strip_prefix", "rewrite", "respond", "name", "policy")
 
 # Extension sections: name -> handler(value, config), called after routes are loaded.
 SECTIONS = {}
@@ -268,11 +268,11 @@ def _add_service(gw, d, label, defaults):
         raise _gateway_error(e, label)
 
 
-def _add_route(gw, d, label):
+def _add_route(gw, d, label, policies):
     _keys(d, label, ROUTE_KEYS)
     if "path" not in d:
         raise ConfigError("%s.path: required" % label)
-    for k in ("path", "match", "service", "rewrite", "name"):
+    for k in ("path", "match", "service", "rewrite", "name", "policy"):
         if k in d:
             _check(d[k], "", 0, 0, label + "." + k)
     strip = _check(d.get("strip_prefix", False), False, 0, 0, label + ".strip_prefix")
@@ -287,7 +287,7 @@ def _add_route(gw, d, label):
         if "content_type" not in respond:
             respond["content_type"] = "application/json"
     try:
-        gw.add_route(
+        rid = gw.add_route(
             d["path"],
             d.get("match", "prefix"),
             methods,
@@ -300,12 +300,14 @@ def _add_route(gw, d, label):
         )
     except GatewayError as e:
         raise _gateway_error(e, label)
+    if "policy" in d:
+        policies.append((rid, d["policy"], label))  # resolved by the auth section, read last
 
 
 # -- loading --------------------------------------------------------------------------------------
 
 
-def load_config_stream(stream, gateway=None, before_tables=None):
+def load_config_stream(stream, gateway=None, before_tables=None, base_dir=""):
     """Load from a seekable binary stream (a file opened "rb", io.BytesIO). Returns a Config.
 
     With a gateway given, services and routes are added to it (its own capacities apply and
@@ -327,7 +329,7 @@ def load_config_stream(stream, gateway=None, before_tables=None):
             arrays[key] = start
         elif key in SCHEMAS:
             values[key] = _loads(text, key, start)
-        elif key in SECTIONS:
+        elif key in SECTIONS or key == "auth":
             extra[key] = _loads(text, key, start)
         else:
             raise ConfigError("%s: unknown section" % key)
@@ -345,6 +347,7 @@ def load_config_stream(stream, gateway=None, before_tables=None):
         gw = ApiGateway(lim.services, lim.routes, lim.strtab_bytes, lim.strtab_entries, lim.header_conditions)
     defaults = ServiceDefaults(listen.upstream_timeout_ms, True)
     cfg = Config(gw, listen, lim, shell, defaults)
+    cfg.base_dir = base_dir
     if "services" in arrays:
         for i, text, start, first in _members(stream, arrays["services"], False, _all, "services"):
             if i >= gw.max_services:
@@ -357,10 +360,18 @@ def load_config_stream(stream, gateway=None, before_tables=None):
             if i >= gw.max_routes:
                 raise ConfigError("routes: more than limits.routes (%d)" % gw.max_routes)
             label = "routes[%d]" % i
-            _add_route(gw, _loads(text, label, start), label)
+            _add_route(gw, _loads(text, label, start), label, cfg.route_policies)
     for name in extra:
+        if name == "auth":
+            continue
         SECTIONS[name](extra[name], cfg)
         cfg.extra[name] = extra[name]
+    if "auth" in extra:
+        from .authconfig import apply_auth  # only a config with an auth section loads its code
+
+        apply_auth(extra["auth"], cfg)
+    elif cfg.route_policies:
+        raise ConfigError("%s.policy: policies need an auth section" % cfg.route_policies[0][2])
     return cfg
 
 
@@ -376,7 +387,7 @@ def load_config(path, gateway=None, before_tables=None):
     """Load the config file at path. Raises ConfigError (bad content) or OSError (unreadable)."""
     f = open(path, "rb")
     try:
-        return load_config_stream(f, gateway, before_tables)
+        return load_config_stream(f, gateway, before_tables, path[: path.rfind("/")] if "/" in path else "")
     finally:
         f.close()
 

@@ -119,10 +119,24 @@ def put_uint(dst, pos, value):
 
 
 @micropython.native
-def compose(dst, status, content_type, body, body_len, keep_alive, version, allow=0, retry_after=-1, head_only=False):
+def compose(
+    dst,
+    status,
+    content_type,
+    body,
+    body_len,
+    keep_alive,
+    version,
+    allow=0,
+    retry_after=-1,
+    head_only=False,
+    extra=None,
+    extra_len=0,
+):
     """Compose a complete response into dst: status line, headers and (if it fits) the body.
 
     content_type is bytes including nothing but the media type (or None for JSON); body is bytes.
+    extra[:extra_len], if given, is more header lines (each ending in CRLF), copied as they are.
     Returns (head+body bytes composed) as an int, or the negative head length when the body did not
     fit and must be written separately. No allocation.
     """
@@ -153,6 +167,9 @@ def compose(dst, status, content_type, body, body_len, keep_alive, version, allo
         pos = put(dst, pos, H_RETRY_AFTER)
         pos = put_uint(dst, pos, retry_after)
         pos = put(dst, pos, CRLF)
+    if extra_len:
+        mem_move(dst, pos, extra, 0, extra_len)
+        pos += extra_len
     if not keep_alive:
         pos = put(dst, pos, H_CLOSE)
     elif version == 10:

@@ -32,6 +32,7 @@ from .strtab import StrTableError, spread, table
 
 KEY_USED = 1 << 24  # marks a used index key (hashes are 24-bit); stays a small int on a board
 _FREE = 255  # route kind of an unused route id
+NO_POLICY = 255  # a route without an auth/rate-limit policy
 
 
 class RouteTable(ServiceTable):
@@ -46,6 +47,7 @@ class RouteTable(ServiceTable):
             self._kind[i] = _FREE
         self._methods = bytearray(R)  # METHOD_* bits; 0 = any
         self._flags = bytearray(R)
+        self._policy = bytearray(b"\xff" * R)  # auth/rate-limit policy id (authgate); NO_POLICY = none
         self._lit = table("H", R)  # literal length (prefix of the pattern)
         self._pat = table("h", R, -1)  # pattern string id
         self._rw = table("h", R, -1)  # rewrite string id
@@ -246,10 +248,25 @@ class RouteTable(ServiceTable):
         if self._svc[r] >= 0:
             self._s_refs[self._svc[r]] -= 1
         self._kind[r] = _FREE
+        self._policy[r] = NO_POLICY
         self._pat[r] = self._rw[r] = self._name[r] = self._svc[r] = self._resp[r] = self._hc[r] = -1
         self._next[r] = self._rfree
         self._rfree = r
         self._nroutes -= 1
+
+    def route_policy(self, route_id):
+        """The route's policy id (authgate), or NO_POLICY. No allocation."""
+        return self._policy[route_id]
+
+    def set_route_policy(self, route_id, policy_id):
+        r = self._route(route_id)
+        if type(policy_id) is not int or not 0 <= policy_id <= NO_POLICY:
+            raise GatewayError("policy id must be 0-254 (255: none)", "policy")
+        self._policy[r] = policy_id
+
+    def route_service(self, route_id):
+        """The service id a route forwards to, or -1 (a respond route). No allocation."""
+        return self._svc[route_id]
 
     # -- routes: lookup and display (allocate) ----------------------------------------------------
 
@@ -293,6 +310,7 @@ class RouteTable(ServiceTable):
         d["headers"] = headers
         d["service"] = None if self._svc[r] < 0 else st.get_str(self._s_name[self._svc[r]])
         d["strip_prefix"] = bool(self._flags[r] & STRIP)
+        d["policy"] = None if self._policy[r] == NO_POLICY else self._policy[r]
         d["rewrite"] = None if self._rw[r] < 0 else st.get_str(self._rw[r])
         d["respond"] = None
         if self._resp[r] >= 0:

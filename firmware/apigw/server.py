@@ -20,6 +20,7 @@ from . import httpparse as hp
 from . import response as rsp
 from .compat import micropython, mem_alloc, mem_free, mem_total, ticks_add, ticks_diff, ticks_ms
 from .native import mem_eq
+from .routetable import NO_POLICY
 from .slot import BODY, FREE, HEAD, IDLE, UPSTREAM, SlotPool
 from .sockio import IOWait, connect, install, pin, send_all, send_now
 from .sockio import close as close_socket
@@ -27,6 +28,8 @@ from .upstream import Upstream
 
 GW_PREFIX = b"/_gw/"
 GW_HEALTH = b"/_gw/health"
+GW_TOKEN = b"/_gw/token"
+GW_AUTH = b"/_gw/auth"
 _REAP_MS = 100
 # (level, option) for TCP_NODELAY; the unix port's socket module lacks the names (Linux values).
 _NODELAY = (getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1))
@@ -96,6 +99,8 @@ class Server:
         self.listener = None
         self.reaper = None
         self.stopped = asyncio.Event()
+        self.gate = getattr(config, "gate", None)  # the auth stage (authgate.AuthGate), or None: every route is public
+        self._tick_clock()
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -159,8 +164,17 @@ class Server:
                 tick += 1
                 if tick % 10 == 0:
                     self.upstream.sweep()
+                    self._tick_clock()
         except asyncio.CancelledError:
             pass
+
+    def _tick_clock(self):
+        """The auth stage reads the time in whole seconds from here (reading the clock per request
+        would allocate a float on the unix port)."""
+        if self.gate is not None:
+            from .authtypes import clock_s
+
+            self.gate.auth.now = clock_s()
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -310,7 +324,17 @@ class Server:
                         left = self._reply_error(slot, sock, 404, keep, 0)
                 else:
                     svc = gw.dispatch_request(slot)
-                    if svc < 0:
+                    pid = gw.route_policy(rid)
+                    if pid != NO_POLICY and self.gate is not None:
+                        st = self.gate.check(slot, pid)
+                        if st == -1:  # authgate.NEED_INTROSPECTION: an opaque bearer token
+                            st = await self.gate.introspect(slot, pid)
+                        if st:
+                            svc = -2  # refused: answered below
+                            left = self._reply_refused(slot, sock, st, keep)
+                    if svc == -2:
+                        pass
+                    elif svc < 0:
                         status, ctype, body = gw.respond_parts(rid)
                         more = self._send(slot, sock, status, ctype, body)
                         if more:
@@ -357,14 +381,52 @@ class Server:
                 slot.deadline = ticks_add(ticks_ms(), lc.idle_timeout_ms)
 
     @micropython.native
-    def _send(self, slot, sock, status, ctype, body):
+    def _reply_refused(self, slot, sock, status, keep_alive):
+        """401/403/429/503 from the auth stage: its JSON error and its header lines
+        (WWW-Authenticate, RateLimit-*). No allocation once each error code was sent once."""
+        self.stats.count(status)
+        g = self.gate
+        assert g is not None
+        body = g.error_body()
+        n = rsp.compose(
+            slot.io,
+            status,
+            None,
+            body,
+            len(body),
+            keep_alive,
+            slot.version,
+            0,
+            -1,
+            slot.method == hp.METHOD_HEAD,
+            g.hdr,
+            g.hdr_len,
+        )
+        slot.resp_started = True
+        slot.out_start = send_now(sock, slot.io, 0, n)
+        slot.out_end = n
+        return slot.out_start < n
+
+    @micropython.native
+    def _send(self, slot, sock, status, ctype, body, extra=None):
         """A direct answer (respond routes, gateway endpoints), sent as far as the socket takes it
         now. Returns 0 when all went out, 1 when io[out_start:out_end] is left, 2 when the body
         did not fit the I/O buffer and goes after the head: then await _send_rest. No allocation."""
         self.stats.count(status)
         io = slot.io
         n = rsp.compose(
-            io, status, ctype, body, len(body), slot.keep_alive, slot.version, 0, -1, slot.method == hp.METHOD_HEAD
+            io,
+            status,
+            ctype,
+            body,
+            len(body),
+            slot.keep_alive,
+            slot.version,
+            0,
+            -1,
+            slot.method == hp.METHOD_HEAD,
+            extra,
+            0 if extra is None else len(extra),
         )
         slot.resp_started = True
         if n < 0:
@@ -395,11 +457,68 @@ class Server:
                 if more:
                     await self._send_rest(slot, sock, wait, body, more)
                 return slot.keep_alive
+        elif self.gate is not None and (self._is(slot, GW_TOKEN) or self._is(slot, GW_AUTH)):
+            return await self._auth_endpoint(slot, sock, wait)
         else:
             left = self._reply_error(slot, sock, 404, slot.keep_alive, 0)
         if left:
             await send_all(wait, sock, slot.io, slot.out_start, slot.out_end)
         return slot.keep_alive
+
+    @staticmethod
+    def _is(slot, path):
+        n = slot.path_end - slot.path_start
+        return n == len(path) and mem_eq(slot.buf, slot.path_start, path, 0, n)
+
+    async def _auth_endpoint(self, slot, sock, wait):
+        """POST /_gw/token (client credentials -> JWT) and GET /_gw/auth (the auth stage's figures,
+        for an Admin). Allocate; not on the proxy path."""
+        g = self.gate
+        assert g is not None
+        if self._is(slot, GW_TOKEN):
+            if slot.method != hp.METHOD_POST:
+                left = self._reply_error(slot, sock, 405, slot.keep_alive, hp.METHOD_POST)
+            else:
+                from .tokenendpoint import issue
+
+                authz = None
+                for k in range(slot.nhdr):
+                    if slot.hkind[k] == hp.HDR_AUTHORIZATION:
+                        authz = bytes(slot.buf[slot.hdr[4 * k + 2] : slot.hdr[4 * k + 3]])
+                status, body, extra = issue(g.auth, authz, bytes(slot.buf[slot.head_end : slot.body_end]))
+                more = self._send(slot, sock, status, None, body, extra)
+                if more:
+                    await self._send_rest(slot, sock, wait, body, more)
+                return slot.keep_alive
+        elif not slot.method & (hp.METHOD_GET | hp.METHOD_HEAD):
+            left = self._reply_error(slot, sock, 405, slot.keep_alive, hp.METHOD_GET | hp.METHOD_HEAD)
+        else:
+            st = g.check(slot, g.admin_policy)
+            if st:
+                left = self._reply_refused(slot, sock, st, slot.keep_alive)
+            else:
+                body = json.dumps(self.auth_status()).encode()
+                more = self._send(slot, sock, 200, None, body)
+                if more:
+                    await self._send_rest(slot, sock, wait, body, more)
+                return slot.keep_alive
+        if left:
+            await send_all(wait, sock, slot.io, slot.out_start, slot.out_end)
+        return slot.keep_alive
+
+    def auth_status(self):
+        """The /_gw/auth document: counters, table use, the clock (no secret, no token)."""
+        g = self.gate
+        assert g is not None
+        a = g.auth
+        d = g.stats()
+        d["clock_synced"] = a.now > 0
+        d["tokens"] = a.get_token_count()
+        d["api_keys"] = len(a._k_ids)
+        d["users"] = len(a._u_ids)
+        d["revoked"] = len(a._revoked)
+        d["policies"] = [g.describe(p) for p in range(len(g.names))]
+        return d
 
     def health(self):
         """The /_gw/health document (allocates; not on the proxy path)."""
@@ -417,4 +536,5 @@ class Server:
             "services": self.gw.get_service_count(),
             "routes": self.gw.get_route_count(),
             "requests": self.stats.requests,
+            "auth": None if self.gate is None else {"clock_synced": self.gate.auth.now > 0},
         }

@@ -60,3 +60,6 @@ class Config:
         self.shell = shell
         self.services = services
         self.extra = {}  # extension sections, as parsed
+        self.route_policies = []  # (route id, policy name, label) until the auth section resolves them
+        self.gate = None  # the AuthGate, when the config has an auth section
+        self.base_dir = ""  # the config file's folder: relative paths in the config start there

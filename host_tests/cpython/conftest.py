@@ -345,6 +345,8 @@ def e2e_config(servers, port, shell_port=None, closed_port=None, **listen):
     cfg["services"].append({"name": "closed", "host": "127.0.0.1", "port": closed_port or free_port()})
     cfg["listen"]["port"] = port
     cfg["listen"].update(listen)
+    if "auth" in cfg:  # the demo's secrets stay where they are; the state file goes with the config
+        cfg["auth"]["secrets"] = os.path.join(BOARD_UNIX, cfg["auth"]["secrets"])
     if shell_port:
         cfg["shell"] = {"enabled": True, "host": "127.0.0.1", "port": shell_port}
     else:
