@@ -96,6 +96,9 @@ run: $(STAMP)
 	echo "  curl http://127.0.0.1:$$port/api/sensors/humidity"; \
 	echo "  curl -d '{\"on\":true}' http://127.0.0.1:$$port/api/controller/echo"; \
 	echo "  curl -i http://127.0.0.1:$$port/nope"; \
+	echo "  curl -i http://127.0.0.1:$$port/secure/controller/x            (401: needs a credential)"; \
+	echo "  curl -u demo:demo-pass http://127.0.0.1:$$port/secure/controller/x"; \
+	echo "  curl -u demo:demo-pass -d grant_type=client_credentials http://127.0.0.1:$$port/_gw/token"; \
 	echo "the console below is the gateway shell: type help; Ctrl-C stops everything"; \
 	cd firmware && MICROPYPATH=.:../boards/unix:.frozen ../$(MPY) main.py \
 		--config $(abspath $(CONFIG)) $(if $(PORT),--port $(PORT))

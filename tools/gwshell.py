@@ -77,7 +77,8 @@ class OfflineShell:
         from apigw.config import load_config
         from apigw.shell import Shell
 
-        self.shell = Shell(load_config(config_path).gateway)
+        cfg = load_config(config_path)
+        self.shell = Shell(cfg.gateway, gate=cfg.gate)
 
     def run(self, line):
         return self.shell.execute(line)

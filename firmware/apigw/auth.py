@@ -532,6 +532,14 @@ class AuthenticationManager:
         self.p_service = None
         self.p_cache = cache_index
 
+    def principal_name(self, p):
+        """What a principal number stands for, for display: a user, an API key, or a subject."""
+        if 0 <= p < KEY_BASE and p < self.max_users and self._u_name[p] is not None:
+            return "user " + self._u_name[p]
+        if KEY_BASE <= p < KEY_BASE + self.max_api_keys and self._k_id[p - KEY_BASE] is not None:
+            return "API key " + self._k_id[p - KEY_BASE]
+        return "token subject #%d" % (p - SUBJECT_BASE)
+
     # -- permissions ------------------------------------------------------------------------------
 
     def _principal(self, who):

@@ -184,6 +184,9 @@ def _apply(value, cfg):
             raise AuthConfigError("%s.policy: no policy %r in auth.policies" % (label, name))
         cfg.gateway.set_route_policy(rid, pid)
     mgr.load_state()
+    from .authtypes import clock_s
+
+    mgr.now = clock_s()  # the server's tick keeps it current from here
     cfg.gate = gate
 
 

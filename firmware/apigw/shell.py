@@ -44,12 +44,18 @@ def table(rows, header):
 class Shell:
     """Runs command lines against a gateway (and, on a board, its server)."""
 
-    def __init__(self, gateway, server=None):
+    def __init__(self, gateway, server=None, gate=None):
         self.gw = gateway
         self.server = server
         self.commands = {}  # name -> (handler(words) -> str, summary, [(sub, usage, help)])
         self.register("help", self._help, "list commands and sub-commands", [("help [COMMAND]", "", "")])
         self.register("gateway", self._gateway, "API gateway: routes, services, route decisions", GATEWAY_SUBS)
+        if gate is None and server is not None:
+            gate = server.gate
+        if gate is not None:  # the config has an auth section
+            from .authshell import register
+
+            register(self, gate)
 
     def register(self, name, handler, summary, subs):
         """Add a command. handler(words) returns the text to show; subs documents its sub-commands."""
