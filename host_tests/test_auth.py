@@ -77,6 +77,20 @@ def test_api_keys_are_kept_as_digests():
     raises(AuthError, m.verify_api_key, e.secret)
 
 
+def test_a_token_for_an_api_key_keeps_its_binding_and_dies_with_it():
+    m = _mgr()
+    e = m.register_api_key("sensors", ["read"])
+    token, _ = m.issue_token(e.key, "service_account", ["read"])
+    b = token.encode()
+    for _ in range(2):  # the full check, then the cached one
+        m.check_jwt(b, 0, len(b))
+        assert m.p_service == "sensors" and m.p_perms == Permission.READ and m.p_principal == KEY_BASE + m._k_ids[e.key]
+    m.revoke_api_key(e.key)
+    assert "revoked" in raises(AuthError, m.check_jwt, b, 0, len(b)).message
+    odd = jwtlib.encode({"sub": "x", "key": ["list"]}, KEY, "k1")
+    raises(AuthError, m.check_jwt, odd, 0, len(odd))
+
+
 def test_basic_users_with_pbkdf2():
     m = _mgr(pbkdf2_iterations=50)
     m.add_user("op", "admin", password="s3cret")

@@ -97,6 +97,8 @@ class AuthenticationManager(ApiKeyTable):
             "role": Role.NAMES[r],
             "permissions": Permission.names(perms),
         }
+        if user_id in self._k_ids:
+            claims["key"] = user_id  # bound to the key: its service, its permissions, its life
         if self.issuer:
             claims["iss"] = self.issuer
         if self.audience:
@@ -169,7 +171,8 @@ class AuthenticationManager(ApiKeyTable):
             self.p_principal = c.principal[i]
             self.p_role = c.role[i]
             self.p_perms = c.perms[i]
-            self.p_service = None
+            p = c.principal[i] - KEY_BASE
+            self.p_service = self._k_service[p] if 0 <= p < self.max_api_keys else None  # a key's binding
             self.p_cache = i
             return
         sub, jti, exp = self._verify_jwt(buf, start, end)
@@ -200,20 +203,29 @@ class AuthenticationManager(ApiKeyTable):
         except AuthError as e:
             raise AuthError(401, "invalid_token", e.message)
         uid = self._u_ids.get(sub, -1)
-        if uid >= 0:
-            perms &= self._u_perms[uid]  # a permission revoked from the user applies to its tokens at once
-            principal = uid
-        elif sub in self._k_ids:
-            i = self._k_ids[sub]
+        service = None
+        key = claims.get("key")
+        if key is not None or sub in self._k_ids:
+            # A token an API key was traded for: it is worth what the key is, no more, and not
+            # after the key is revoked.
+            if key is None:
+                key = sub
+            i = self._k_ids.get(key, -1) if isinstance(key, str) else -1
+            if i < 0:
+                raise AuthError(401, "invalid_token", "the token's API key is revoked")
             perms &= self._k_perms[i]
             principal = KEY_BASE + i
+            service = self._k_service[i]
+        elif uid >= 0:
+            perms &= self._u_perms[uid]  # a permission revoked from the user applies to its tokens at once
+            principal = uid
         else:
             principal = SUBJECT_BASE + (hash(sub) & 0xFFF)
         self.p_kind = TokenType.JWT
         self.p_principal = principal
         self.p_role = r
         self.p_perms = perms
-        self.p_service = None
+        self.p_service = service
         self.p_cache = -1
         return sub, jti, claims.get("exp")
 
