@@ -18,6 +18,7 @@ from . import crypto
 from . import jwt as jwtlib
 from .apikeys import KEY_BASE, SUBJECT_BASE, ApiKeyTable
 from .authtypes import EPOCH_BASE, AuthError, AuthToken, Permission, Role, TokenType
+from .compat import micropython
 from .strtab import table
 
 
@@ -161,6 +162,7 @@ class AuthenticationManager(ApiKeyTable):
         sub, jti, exp = self._verify_jwt(b, 0, len(b))
         return AuthToken(jti, sub, self.p_role, self.p_perms, exp)
 
+    @micropython.native  # its frame would come from the heap as bytecode
     def check_jwt(self, buf, start, end):
         """Check the JWT in buf[start:end]; set the p_* attributes or raise AuthError(401). A
         token seen before is answered from the cache without allocating."""
@@ -175,6 +177,11 @@ class AuthenticationManager(ApiKeyTable):
             self.p_service = self._k_service[p] if 0 <= p < self.max_api_keys else None  # a key's binding
             self.p_cache = i
             return
+        self._check_and_cache(buf, start, end)
+
+    def _check_and_cache(self, buf, start, end):
+        """The first sight of a token: the full check, then a cache entry (allocates)."""
+        c = self.cache
         sub, jti, exp = self._verify_jwt(buf, start, end)
         t = self._t_ids.get(jti, -1) if jti is not None else -1
         expiry = exp - EPOCH_BASE if exp else 0

@@ -14,6 +14,7 @@ check() on a cached JWT, a public route or a rate-limited route allocates nothin
 from . import httpparse as hp
 from .authtypes import EPOCH_BASE, AuthError, Permission, TokenType
 from .compat import micropython, ticks_ms
+from .jwt import signature_start
 from .native import hash_span, mem_eq_lower
 from .ratelimit import RateLimiter
 from .response import put
@@ -168,13 +169,10 @@ class AuthGate:
             return self._refuse(401, "missing_credentials", W_BASIC)
         return self._refuse(401, "missing_credentials", W_API_KEY)
 
+    @micropython.native
     def _bearer(self, slot, start, end, mask):
         buf = slot.buf
-        dots = 0
-        for i in range(start, end):
-            if buf[i] == 46:
-                dots += 1
-        if dots == 2 and mask & S_JWT:
+        if mask & S_JWT and signature_start(buf, start, end) >= 0:  # three parts: a JWT
             try:
                 self.auth.check_jwt(buf, start, end)
             except AuthError:
