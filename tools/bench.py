@@ -6,19 +6,24 @@
 Everything runs on the MicroPython unix port on this machine:
 
 1. tools/bench_mpy.py: route decision (512 mixed routes) against a linear scan, parse of a 1 KB
-   request, bytes allocated by each.
+   request, bytes allocated by each; the auth checks (tools/bench_auth_mpy.py): a full and a
+   cached HS256 JWT check, an API key check, a rate-limit check.
 2. tools/bare_server.py (a bare asyncio server with a fixed answer) and the gateway firmware
-   (firmware/main.py) with a temporary config: a direct `respond` route /direct and a prefix route
+   (firmware/main.py) with a temporary config: a direct `respond` route /direct, a prefix route
    /proxied forwarding to a second instance of the bare server (same code; it is idle while the
-   first is measured, and its connection count tells how well the gateway reuses connections).
-3. Load, keep-alive, 4 connections, the same duration for the bare server, /direct and
-   /proxied, one after the other, in rounds (3; 1 with --quick), medians reported: wrk
-   (`wrk -t2 -c4 --latency`) when installed, else tools/loadgen.py (or with --loadgen).
-   Requests/s and p50/p99 latency.
+   first is measured, and its connection count tells how well the gateway reuses connections),
+   and /authed, the same forward behind a policy that takes a JWT (an `auth` section with a
+   secrets file written for the run; the token is signed here with PyJWT).
+3. Load, keep-alive, 4 connections, the same duration for the bare server, /direct, /proxied
+   and /authed (every request with `Authorization: Bearer <token>`), one after the other, in
+   rounds (3; 1 with --quick), medians reported: wrk (`wrk -t2 -c4 --latency`) when installed,
+   else tools/loadgen.py (or with --loadgen). Requests/s and p50/p99 latency.
    CPU time of each process per request (from /proc) shows where the time goes.
-4. Bytes allocated per proxied (and per direct) request: `alloc_total` (micropython.mem_total())
-   from /_gw/health before and after 1,000 requests over one keep-alive connection, less the
-   cost of one health request. Heap in use right after boot: `heap_used` of the first health call.
+4. Bytes allocated per proxied (and per direct and per authed) request: `alloc_total`
+   (micropython.mem_total()) from /_gw/health before and after 1,000 requests over one
+   keep-alive connection, less the cost of one health request. Heap in use right after boot:
+   `heap_used` of the first health call, of a gateway booted without the auth section and
+   /authed (comparable with runs before they existed), and of the measured one.
 
 Targets are printed beside the figures with pass/miss; the exit status is 0 either way (1 only
 if something could not run). The servers and the load generator share the machine's cores:
@@ -26,6 +31,7 @@ ratios are only meaningful within one run.
 """
 
 import argparse
+import base64
 import datetime
 import json
 import os
@@ -48,6 +54,8 @@ MPY = os.environ.get("MICROPYTHON", os.path.join(ROOT, ".venv", "bin", "micropyt
 WRK = shutil.which("wrk") or ("/usr/bin/wrk" if os.path.exists("/usr/bin/wrk") else None)
 CONNECTIONS = 4
 ALLOC_REQUESTS = 1000
+JWT_KID = "b1"
+AUTH_PATH = "/authed"
 
 # Every key of bench.json; the strings are load_tool, micropython_version and date.
 KEYS = (
@@ -62,11 +70,21 @@ KEYS = (
     "p50_ms_proxied",
     "p99_ms_proxied",
     "heap_after_boot_bytes",
+    "heap_after_boot_auth_bytes",
     "rps_bare",
     "rps_direct",
     "rps_proxied",
     "p50_ms_bare",
     "p99_ms_bare",
+    "jwt_verify_us_uncached",
+    "jwt_verify_us_cached",
+    "api_key_verify_us",
+    "rate_limit_check_us",
+    "rps_proxied_auth",
+    "auth_vs_noauth_rps_ratio",
+    "p50_ms_proxied_auth",
+    "p99_ms_proxied_auth",
+    "alloc_bytes_per_proxied_auth_request",
     "load_tool",
     "micropython_version",
     "date",
@@ -79,20 +97,33 @@ ROWS = (
     ("  linear scan of the same routes", "linear_scan_us_median", "us", "", None),
     ("  index vs linear scan", "route_vs_linear_scan_speedup", "x", ">= 20", lambda v: v >= 20),
     ("parse, 1 KB request, 10 headers", "parse_1k_us", "us", "<= 25", lambda v: v <= 25),
+    ("JWT check, full HS256 of an issued token", "jwt_verify_us_uncached", "us", "", None),
+    ("JWT check, cached", "jwt_verify_us_cached", "us", "<= 5", lambda v: v <= 5),
+    ("  alloc per cached JWT check", "jwt_cached_alloc_bytes", "B", "", None),
+    ("auth stage (AuthGate.check), cached JWT", "auth_gate_check_us", "us", "", None),
+    ("  alloc per AuthGate.check, cached JWT", "auth_gate_alloc_bytes", "B", "", None),
+    ("API key check", "api_key_verify_us", "us", "", None),
+    ("rate-limit check", "rate_limit_check_us", "us", "", None),
     ("alloc per proxied keep-alive request", "alloc_bytes_per_proxied_request", "B", "<= 1024", lambda v: v <= 1024),
     ("alloc per direct keep-alive request", "alloc_bytes_per_direct_request", "B", "", None),
+    ("alloc per JWT-authed proxied request", "alloc_bytes_per_proxied_auth_request", "B", "", None),
     ("heap in use after boot", "heap_after_boot_bytes", "B", "", None),
+    ("heap in use after boot, with the auth section", "heap_after_boot_auth_bytes", "B", "", None),
     ("req/s bare asyncio server", "rps_bare", "/s", "", None),
     ("req/s direct route", "rps_direct", "/s", "", None),
     ("req/s proxied to bare", "rps_proxied", "/s", "", None),
+    ("req/s proxied, JWT policy", "rps_proxied_auth", "/s", "", None),
     ("direct / bare", "direct_vs_bare_rps_ratio", "", ">= 0.50", lambda v: v >= 0.5),
     ("proxied / bare", "proxied_vs_bare_rps_ratio", "", ">= 0.25", lambda v: v >= 0.25),
+    ("proxied with JWT / without", "auth_vs_noauth_rps_ratio", "", ">= 0.85", lambda v: v >= 0.85),
     ("p50 / p99 bare", ("p50_ms_bare", "p99_ms_bare"), "ms", "", None),
     ("p50 / p99 direct", ("p50_ms_direct", "p99_ms_direct"), "ms", "", None),
     ("p50 / p99 proxied", ("p50_ms_proxied", "p99_ms_proxied"), "ms", "", None),
+    ("p50 / p99 proxied, JWT policy", ("p50_ms_proxied_auth", "p99_ms_proxied_auth"), "ms", "", None),
     ("CPU per request: bare", "cpu_us_per_request_server_bare", "us", "", None),
     ("CPU per request: gateway, direct", "cpu_us_per_request_server_direct", "us", "", None),
     ("CPU per request: gateway, proxied", "cpu_us_per_request_server_proxied", "us", "", None),
+    ("CPU per request: gateway, proxied with JWT", "cpu_us_per_request_server_proxied_auth", "us", "", None),
     ("CPU per request: upstream, proxied", "cpu_us_per_request_upstream_proxied", "us", "", None),
     ("upstream connections opened (whole run)", "upstream_connections", "", "", None),
 )
@@ -204,8 +235,11 @@ def cpu_self_children():
     return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
-def gateway_config(port, bare_port):
-    return {
+def gateway_config(port, bare_port, secrets_path=None):
+    """/direct answers itself; /proxied and /authed forward to the same service, /authed behind a
+    policy that takes a JWT (GET needs the read permission: by method, the policy default).
+    Without a secrets file: no auth section and no /authed (the config of runs before it)."""
+    cfg = {
         "listen": {"host": "127.0.0.1", "port": port, "slots": CONNECTIONS, "queue_max": 8},
         "limits": {"services": 4, "routes": 8, "strtab_bytes": 1024},
         "shell": {"enabled": False},
@@ -213,15 +247,60 @@ def gateway_config(port, bare_port):
         "routes": [
             {"path": "/direct", "match": "exact", "respond": {"status": 200, "body": {"ok": True}}},
             {"path": "/proxied", "service": "bare"},
+            {"path": AUTH_PATH, "service": "bare", "policy": "jwt"},
         ],
+        "auth": {"secrets": secrets_path, "policies": {"jwt": {"schemes": ["jwt"]}}},
     }
+    if secrets_path is None:
+        del cfg["auth"]
+        cfg["routes"].pop()
+    return cfg
 
 
-def start_gateway(tmp, port, bare_port, firmware):
-    cfg = os.path.join(tmp, "gateway.json")
+def write_secrets(tmp):
+    """The secrets file the auth section names (one fresh HS256 key, kid JWT_KID); returns
+    (path, key bytes)."""
+    key = os.urandom(32)
+    path = os.path.join(tmp, "secrets.json")
+    with open(path, "w") as f:
+        json.dump({"jwt_keys": {JWT_KID: base64.urlsafe_b64encode(key).rstrip(b"=").decode()}}, f)
+    return path, key
+
+
+def sign_token(key):
+    """A token the gateway did not issue, signed with PyJWT: sub, role user (read and write), iat,
+    exp an hour ahead, jti; kid JWT_KID in the header. About the size of one the gateway issues."""
+    try:
+        import jwt as pyjwt
+    except ImportError:
+        raise BenchError("PyJWT is needed to sign the benchmark's token (make venv installs it)")
+    now = int(time.time())
+    claims = {"sub": "bench", "role": "user", "iat": now, "exp": now + 3600, "jti": os.urandom(8).hex()}
+    token = pyjwt.encode(claims, key, algorithm="HS256", headers={"kid": JWT_KID})
+    return token if isinstance(token, str) else token.decode()
+
+
+def check_auth_route(port, header):
+    """/authed refuses a request without the token (the policy applies) and forwards one with it."""
+    c = gateway_connection(port)
+    try:
+        status, body, _ = c.get(AUTH_PATH)
+        if status != 401:
+            raise BenchError("GET %s without a token answered %d, not 401: %r" % (AUTH_PATH, status, body[:200]))
+        status, body, keep = c.get(AUTH_PATH, (header,))
+        if status != 200 or not keep:
+            raise BenchError(
+                "GET %s with the token answered %d (keep-alive %s): %r" % (AUTH_PATH, status, keep, body[:200])
+            )
+    finally:
+        c.close()
+
+
+def start_gateway(tmp, port, bare_port, firmware, secrets_path, name="gateway"):
+    cfg = os.path.join(tmp, name + ".json")
     with open(cfg, "w") as f:
-        json.dump(gateway_config(port, bare_port), f)
-    log = os.path.join(tmp, "gateway.log")
+        json.dump(gateway_config(port, bare_port, secrets_path), f)
+    log = os.path.join(tmp, name + ".log")
     env = dict(os.environ, MICROPYPATH=".:%s:.frozen" % os.path.join(ROOT, "boards", "unix"))
     with open(log, "w") as f:
         proc = subprocess.Popen(
@@ -250,32 +329,44 @@ def gateway_connection(port):
     return conn
 
 
+def first_health(port):
+    """/_gw/health as the first request after boot (heap_used is then the heap after boot)."""
+    c = gateway_connection(port)
+    try:
+        h = health(c)
+    finally:
+        c.close()
+    if "alloc_total" not in h:
+        raise BenchError("/_gw/health has no alloc_total field (micropython.mem_total())")
+    return h
+
+
 # -- 3. load ---------------------------------------------------------------------------------------
 
 
-def load(tool, url, duration):
+def load(tool, url, duration, headers=()):
     if tool == "wrk":
         try:
-            return loadgen.run_wrk(WRK, url, CONNECTIONS, duration)
+            return loadgen.run_wrk(WRK, url, CONNECTIONS, duration, headers=headers)
         except ValueError as e:
             raise BenchError(str(e))
-    return loadgen.run(url, CONNECTIONS, duration)
+    return loadgen.run(url, CONNECTIONS, duration, headers)
 
 
 # -- 4. memory -------------------------------------------------------------------------------------
 
 
-def alloc_per_request(port, path, n):
+def alloc_per_request(port, path, n, headers=()):
     """Bytes allocated per request to path: (alloc_total delta over n requests on one keep-alive
     connection) less one health request's own allocation (two back-to-back health calls)."""
     c = gateway_connection(port)
     try:
         for _ in range(20):  # warm: the upstream connection exists, first-use tables are made
-            c.get(path)
+            c.get(path, headers)
         h1 = health(c)["alloc_total"]
         h2 = health(c)["alloc_total"]
         for _ in range(n):
-            status, _, keep = c.get(path)
+            status, _, keep = c.get(path, headers)
             if status != 200 or not keep:
                 raise BenchError("GET %s answered %d (keep-alive %s)" % (path, status, keep))
         h3 = health(c)["alloc_total"]
@@ -296,27 +387,28 @@ def median(values):
 
 
 def measure_loads(res, tool, duration, rounds, warm, phases, upstream):
-    """Load each (name, url, server process) in turn, rounds times; medians and CPU per request."""
-    runs = {name: [] for name, _, _ in phases}
-    cpu = {name: [0.0, 0.0, 0.0, 0] for name, _, _ in phases}  # server, upstream, load tool, requests
+    """Load each (name, url, server process, header lines) in turn, rounds times; medians and CPU
+    per request."""
+    runs = {name: [] for name, _, _, _ in phases}
+    cpu = {name: [0.0, 0.0, 0.0, 0] for name, _, _, _ in phases}  # server, upstream, load tool, requests
     for rnd in range(rounds):
-        for name, url, server in phases:
+        for name, url, server, headers in phases:
             print(
-                "round %d/%d: %-8s %s, %s, %d connections, %g s ..."
+                "round %d/%d: %-12s %s, %s, %d connections, %g s ..."
                 % (rnd + 1, rounds, name, url, tool, CONNECTIONS, duration),
                 flush=True,
             )
             if rnd == 0:
-                loadgen.run(url, CONNECTIONS, warm)  # warm-up, not counted
+                loadgen.run(url, CONNECTIONS, warm, headers)  # warm-up, not counted
             cpu0 = (cpu_s(server.pid), cpu_s(upstream.pid), cpu_self_children())
-            r = load(tool, url, duration)
+            r = load(tool, url, duration, headers)
             cpu1 = (cpu_s(server.pid), cpu_s(upstream.pid), cpu_self_children())
             runs[name].append(r)
             acc = cpu[name]
             for i in range(3):
                 acc[i] += cpu1[i] - cpu0[i]
             acc[3] += r.get("requests") or r["rps"] * duration
-    for name, _, _ in phases:
+    for name, _, _, _ in phases:
         rs = runs[name]
         res["rps_" + name] = median([r["rps"] for r in rs])
         res["p50_ms_" + name] = median([r["p50_ms"] for r in rs])
@@ -326,10 +418,11 @@ def measure_loads(res, tool, duration, rounds, warm, phases, upstream):
         acc = cpu[name]
         res["cpu_us_per_request_server_" + name] = acc[0] * 1e6 / acc[3]
         res["cpu_us_per_request_loadgen_" + name] = acc[2] * 1e6 / acc[3]
-        if name == "proxied":
-            res["cpu_us_per_request_upstream_proxied"] = acc[1] * 1e6 / acc[3]
+        if name.startswith("proxied"):
+            res["cpu_us_per_request_upstream_" + name] = acc[1] * 1e6 / acc[3]
     res["direct_vs_bare_rps_ratio"] = res["rps_direct"] / res["rps_bare"]
     res["proxied_vs_bare_rps_ratio"] = res["rps_proxied"] / res["rps_bare"]
+    res["auth_vs_noauth_rps_ratio"] = res["rps_proxied_auth"] / res["rps_proxied"]
 
 
 def run(quick=False, use_loadgen=False, duration=None, rounds=None, firmware=None):
@@ -346,19 +439,29 @@ def run(quick=False, use_loadgen=False, duration=None, rounds=None, firmware=Non
         bare_port, up_port, gw_port = free_port(), free_port(), free_port()
         bare, _ = start_bare(tmp, bare_port)
         upstream, up_log = start_bare(tmp, up_port, "upstream")
-        gw, gw_log = start_gateway(tmp, gw_port, up_port, firmware)
-        c = gateway_connection(gw_port)
-        h = health(c)  # the first request after boot
-        c.close()
-        if "alloc_total" not in h:
-            raise BenchError("/_gw/health has no alloc_total field (micropython.mem_total())")
+        secrets_path, key = write_secrets(tmp)
+        bearer = "Authorization: Bearer " + sign_token(key)
+        res["jwt_bench_token_bytes"] = len(bearer) - len("Authorization: Bearer ")
+        # Heap after boot without the auth section (the figure of runs before it), from a gateway
+        # booted for that alone; then the one measured below, which has the section.
+        port = free_port()
+        gw, gw_log = start_gateway(tmp, port, up_port, firmware, None, "gateway-noauth")
+        h = first_health(port)
         res["heap_after_boot_bytes"] = h["heap_used"]
         res["heap_free_after_boot_bytes"] = h["heap_free"]
+        stop(gw)
+        gw, gw_log = start_gateway(tmp, gw_port, up_port, firmware, secrets_path)
+        h = first_health(gw_port)
+        res["heap_after_boot_auth_bytes"] = h["heap_used"]
+        res["heap_free_after_boot_auth_bytes"] = h["heap_free"]
+
+        check_auth_route(gw_port, bearer)
 
         phases = (
-            ("bare", "http://127.0.0.1:%d/" % bare_port, bare),
-            ("direct", "http://127.0.0.1:%d/direct" % gw_port, gw),
-            ("proxied", "http://127.0.0.1:%d/proxied" % gw_port, gw),
+            ("bare", "http://127.0.0.1:%d/" % bare_port, bare, ()),
+            ("direct", "http://127.0.0.1:%d/direct" % gw_port, gw, ()),
+            ("proxied", "http://127.0.0.1:%d/proxied" % gw_port, gw, ()),
+            ("proxied_auth", "http://127.0.0.1:%d%s" % (gw_port, AUTH_PATH), gw, (bearer,)),
         )
         measure_loads(res, tool, duration, rounds, 0.2 if quick else 0.5, phases, upstream)
 
@@ -367,6 +470,12 @@ def run(quick=False, use_loadgen=False, duration=None, rounds=None, firmware=Non
             gw_port, "/proxied", ALLOC_REQUESTS
         )
         res["alloc_bytes_per_direct_request"], _ = alloc_per_request(gw_port, "/direct", ALLOC_REQUESTS)
+        print(
+            "alloc: %d requests to %s with the token over one connection ..." % (ALLOC_REQUESTS, AUTH_PATH), flush=True
+        )
+        res["alloc_bytes_per_proxied_auth_request"], _ = alloc_per_request(
+            gw_port, AUTH_PATH, ALLOC_REQUESTS, (bearer,)
+        )
         if gw.poll() is not None:
             raise BenchError("the gateway exited; log:\n" + _tail(gw_log))
         stop(gw)
@@ -412,9 +521,15 @@ def table(res):
             verdict = "pass" if test(res[key]) else "MISS"
         lines.append("%-*s  %16s  %10s  %s" % (w, label, val, target, verdict))
     lines.append("")
+    errors = [(k[7:], res[k]) for k in sorted(res) if k.startswith("errors_") and res[k]]
+    if errors:
+        lines.append(
+            "ERRORS (socket errors and non-2xx answers, all rounds): " + ", ".join("%s %d" % e for e in errors)
+        )
     lines.append(
-        "load: %s, keep-alive, %d connections, %g s per load, bare / direct / proxied one after the other, "
-        "%d round(s), medians; the servers (MicroPython unix port) and the load generator share %d CPU cores."
+        "load: %s, keep-alive, %d connections, %g s per load, bare / direct / proxied / proxied with a JWT "
+        "one after the other, %d round(s), medians; the servers (MicroPython unix port) and the load generator "
+        "share %d CPU cores."
         % (res["load_tool"], res["connections"], res["load_duration_s"], res["load_rounds"], res["cpu_count"])
     )
     lines.append("MicroPython: " + res["micropython_version"] + "   date: " + res["date"])

@@ -11,7 +11,9 @@ Measures, in one process:
 - the parse of a 1 KB request with 10 headers (`httpparse.parse_request` after
   `slot.clear_request()`);
 - bytes allocated per decision and per parse (`micropython.mem_total()` deltas), and the heap
-  the 512-route table holds.
+  the 512-route table holds;
+- the auth stage's checks (tools/bench_auth_mpy.py): a full and a cached JWT check, an API key
+  check, a rate-limit check, and what each allocates.
 
 Each figure is the median of batch means (time.ticks_us around a batch of calls). Human-readable
 lines go first; the last line is one JSON object that tools/bench.py reads. This file times
@@ -28,6 +30,7 @@ import micropython  # type: ignore
 from apigw import httpparse as hp
 from apigw.gateway import ApiGateway
 from apigw.slot import Slot
+from bench_auth_mpy import run as run_auth
 from linear_router import linear_order, linear_route
 
 ROUTES = 512
@@ -290,6 +293,8 @@ def run(batches):
     out["clear_request_us"] = median(clear)
     out["parse_1k_us"] = median(both) - median(clear)
     out["parse_alloc_bytes"] = _parse_alloc(ps, 100)
+
+    out.update(run_auth(batches))
 
     out["micropython_version"] = sys.version + " (" + ".".join(str(v) for v in sys.implementation.version[:3]) + ")"
     out["batches"] = batches

@@ -1,9 +1,9 @@
 """HTTP/1.1 load for the benchmark (CPython, stdlib only): wrk when installed, else a built-in generator.
 
-    python tools/loadgen.py URL [--connections 4] [--duration 5]
+    python tools/loadgen.py URL [--connections 4] [--duration 5] [-H "Name: value" ...]
 
 The built-in generator: each of N threads holds one keep-alive TCP connection and sends
-`GET path` back to back, reading each response by its Content-Length, and records every
+`GET path` (with any extra header lines given) back to back, reading each response by its Content-Length, and records every
 request's latency. The result: requests per second over the run, p50 and p99 latency in ms,
 errors. A connection the server closes is reopened (counted in `reconnects`). Threads share the
 GIL, so at high rates the generator itself is a limit; wrk is the better tool when installed.
@@ -20,8 +20,10 @@ import time
 from urllib.parse import urlsplit
 
 
-def request_bytes(host, port, path):
-    return ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: */*\r\n\r\n" % (path, host, port)).encode()
+def request_bytes(host, port, path, headers=()):
+    """A GET request head; headers: extra "Name: value" lines (e.g. an Authorization header)."""
+    extra = "".join(h + "\r\n" for h in headers)
+    return ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: */*\r\n%s\r\n" % (path, host, port, extra)).encode()
 
 
 class Connection:
@@ -79,8 +81,8 @@ class Connection:
         self.buf = self.buf[total:]
         return status, body, keep
 
-    def get(self, path):
-        return self.exchange(request_bytes(self.host, self.port, path))
+    def get(self, path, headers=()):
+        return self.exchange(request_bytes(self.host, self.port, path, headers))
 
 
 def percentile(sorted_values, p):
@@ -90,8 +92,9 @@ def percentile(sorted_values, p):
     return sorted_values[i]
 
 
-def run(url, connections=4, duration=5.0):
-    """Load url for duration seconds over keep-alive connections (the built-in generator).
+def run(url, connections=4, duration=5.0, headers=()):
+    """Load url for duration seconds over keep-alive connections (the built-in generator), each
+    request carrying the extra "Name: value" header lines given.
 
     Returns {"rps", "p50_ms", "p99_ms", "requests", "errors", "non_2xx", "reconnects", "duration_s"}.
     """
@@ -99,7 +102,7 @@ def run(url, connections=4, duration=5.0):
     host = parts.hostname or "127.0.0.1"
     port = parts.port or 80
     path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
-    req = request_bytes(host, port, path)
+    req = request_bytes(host, port, path, headers)
     start_gate = threading.Barrier(connections + 1)
     stop_at = [time.perf_counter() + 3600.0]
     results = []
@@ -188,9 +191,12 @@ def parse_wrk(out):
     return r
 
 
-def run_wrk(wrk, url, connections=4, duration=5.0, threads=2):
-    """`wrk -t2 -cN -dS --latency url`, parsed (same fields as run())."""
-    cmd = [wrk, "-t%d" % threads, "-c%d" % connections, "-d%gs" % duration, "--latency", url]
+def run_wrk(wrk, url, connections=4, duration=5.0, threads=2, headers=()):
+    """`wrk -t2 -cN -dS --latency [-H "Name: value" ...] url`, parsed (same fields as run())."""
+    cmd = [wrk, "-t%d" % threads, "-c%d" % connections, "-d%gs" % duration, "--latency"]
+    for h in headers:
+        cmd += ["-H", h]
+    cmd.append(url)
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     if p.returncode != 0:
         raise ValueError("wrk failed: %s %s" % (p.stdout, p.stderr))
@@ -202,8 +208,9 @@ def main():
     ap.add_argument("url")
     ap.add_argument("--connections", "-c", type=int, default=4)
     ap.add_argument("--duration", "-d", type=float, default=5.0)
+    ap.add_argument("--header", "-H", action="append", default=[], help='an extra header line, "Name: value"')
     a = ap.parse_args()
-    r = run(a.url, a.connections, a.duration)
+    r = run(a.url, a.connections, a.duration, a.header)
     print(
         "%.0f req/s  p50 %.3f ms  p99 %.3f ms  (%d requests, %d errors, %d non-2xx, %d reconnects)"
         % (r["rps"], r["p50_ms"], r["p99_ms"], r["requests"], r["errors"], r["non_2xx"], r["reconnects"])

@@ -1,9 +1,11 @@
 """Smoke test of the benchmark: `tools/bench.py --quick` runs end to end and writes every figure.
 
 It checks that each key of bench.json is there with a number (three are strings), never how fast
-anything is: timings depend on the machine and what else runs on it.
+anything is: timings depend on the machine and what else runs on it. The pieces of the auth run
+(its config, the token signed with PyJWT, the header the load carries) are checked apart.
 """
 
+import base64
 import json
 import math
 import os
@@ -44,6 +46,34 @@ def test_bench_quick_writes_every_figure(tmp_path):
             assert math.isfinite(v), (key, v)
     assert res["load_tool"] in ("wrk", "loadgen")
     assert res["route_mismatches"] == 0  # the index and the linear scan agree on every request
+    assert res["jwt_token_bytes"] > 200  # the micro-benchmarks checked a full-size issued token
+
+
+def test_auth_config_and_token(tmp_path):
+    jwt = pytest.importorskip("jwt")
+    path, key = bench.write_secrets(str(tmp_path))
+    doc = json.loads(open(path).read())
+    text = doc["jwt_keys"][bench.JWT_KID]
+    assert "=" not in text and base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)) == key
+    assert len(key) >= 32
+    token = bench.sign_token(key)
+    assert jwt.get_unverified_header(token) == {"alg": "HS256", "kid": bench.JWT_KID, "typ": "JWT"}
+    claims = jwt.decode(token, key, algorithms=["HS256"])
+    assert claims["sub"] == "bench" and claims["role"] == "user"
+    assert 3500 <= claims["exp"] - claims["iat"] <= 3600
+    cfg = bench.gateway_config(8080, 9100, path)
+    assert cfg["auth"] == {"secrets": path, "policies": {"jwt": {"schemes": ["jwt"]}}}
+    routes = {r["path"]: r for r in cfg["routes"]}
+    assert routes[bench.AUTH_PATH] == {"path": bench.AUTH_PATH, "service": "bare", "policy": "jwt"}
+    assert routes["/proxied"]["service"] == "bare" and "policy" not in routes["/proxied"]
+    plain = bench.gateway_config(8080, 9100)
+    assert "auth" not in plain and bench.AUTH_PATH not in [r["path"] for r in plain["routes"]]
+
+
+def test_request_with_header():
+    raw = loadgen.request_bytes("127.0.0.1", 8080, "/authed", ("Authorization: Bearer a.b.c",))
+    assert raw == b"GET /authed HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAccept: */*\r\nAuthorization: Bearer a.b.c\r\n\r\n"
+    assert loadgen.request_bytes("h", 1, "/") == b"GET / HTTP/1.1\r\nHost: h:1\r\nAccept: */*\r\n\r\n"
 
 
 def test_parse_wrk_output():
