@@ -407,3 +407,13 @@ def test_kernels_allocate_nothing():
     assert bytes(path[4 : out[7]]) == b"/api/v1/users/43"
     assert out[8] == _ref_hash(b"/api/v1/users")
     assert bytes(move[:40]) == head
+
+
+def test_xor_into_matches_its_twin():
+    for n in (0, 1, 31, 32):
+        a = bytearray(range(40))
+        b = bytes((i * 7 + 1) & 255 for i in range(40))  # no zero byte: every XOR changes something
+        want = bytearray(a)
+        native.xor_into_py(want, b, n)
+        native.xor_into(a, b, n)
+        assert a == want and (n == 0 or a[:n] != bytearray(range(n)))

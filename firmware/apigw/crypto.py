@@ -10,6 +10,8 @@ import binascii
 import hashlib
 import os
 
+from .native import xor_into
+
 _BLOCK = 64  # SHA-256 block size: HMAC pads the key to it
 
 
@@ -64,8 +66,7 @@ def pbkdf2_hmac_sha256(password, salt, iterations, dklen=32):
         acc = bytearray(u)
         for _ in range(iterations - 1):
             u = mac.digest(u)
-            for i in range(32):
-                acc[i] ^= u[i]
+            xor_into(acc, u, 32)  # viper on MicroPython: the loop would cost as much as the hashing
         out.extend(acc)
         block += 1
     return bytes(out[:dklen])

@@ -92,6 +92,12 @@ def mem_move_py(dst, do, src, so, n):
             dst[do + i] = src[so + i]
 
 
+def xor_into_py(dst, src, n):
+    """dst[i] ^= src[i] for i < n (PBKDF2's running XOR)."""
+    for i in range(n):
+        dst[i] ^= src[i]
+
+
 def parse_uint_py(buf, start, end):
     """Decimal digits in buf[start:end] as an int; -1 if empty, not all digits, or >= 2**30."""
     if end <= start:
@@ -306,6 +312,13 @@ if IS_MICROPYTHON:
                 i += 1
 
     @micropython.viper
+    def xor_into(dst: ptr8, src: ptr8, n: int):
+        i = 0
+        while i < n:
+            dst[i] = dst[i] ^ src[i]
+            i += 1
+
+    @micropython.viper
     def parse_uint(buf: ptr8, start: int, end: int) -> int:
         if end <= start:
             return -1
@@ -448,6 +461,7 @@ else:
     mem_eq = mem_eq_py
     mem_eq_lower = mem_eq_lower_py
     mem_move = mem_move_py
+    xor_into = xor_into_py
     parse_uint = parse_uint_py
     parse_hex = parse_hex_py
     bad_head_byte = bad_head_byte_py
