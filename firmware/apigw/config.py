@@ -40,6 +40,8 @@ LISTEN = (
     ("max_headers", 1, 255),
     ("request_buffer", 512, 65535),
     ("io_buffer", 128, 65535),
+    ("tls_cert", 0, 0),
+    ("tls_key", 0, 0),
 )
 LIMITS = (
     ("services", 1, 4096),
@@ -244,6 +246,26 @@ def _section(name, value):
     return s
 
 
+def _tls_files(listen, base_dir):
+    """listen.tls_cert and tls_key: both or neither. A relative path starts in the config file's
+    folder; each file must be readable, so a config naming a missing one is refused (and the
+    last good one runs). Whether the files hold a usable certificate and key is tls.py's check."""
+    if bool(listen.tls_cert) != bool(listen.tls_key):
+        given, other = ("tls_cert", "tls_key") if listen.tls_cert else ("tls_key", "tls_cert")
+        raise ConfigError("listen.%s: required with listen.%s" % (other, given))
+    for field in ("tls_cert", "tls_key"):
+        name = getattr(listen, field)
+        if not name:
+            continue
+        if base_dir and not name.startswith("/"):
+            name = base_dir + "/" + name
+            setattr(listen, field, name)
+        try:
+            open(name, "rb").close()
+        except OSError as e:
+            raise ConfigError("listen.%s: cannot read %s (%s)" % (field, name, e))
+
+
 def _gateway_error(e, label):
     msg = e.message
     where = "%s.%s" % (label, e.field) if e.field else label
@@ -334,6 +356,7 @@ def load_config_stream(stream, gateway=None, before_tables=None, base_dir=""):
         else:
             raise ConfigError("%s: unknown section" % key)
     listen = _section("listen", values.get("listen", {}))
+    _tls_files(listen, base_dir)
     lim = _section("limits", values.get("limits", {}))
     shell = _section("shell", values.get("shell", {}))
     values = None

@@ -99,6 +99,7 @@ class Server:
         self.listener = None
         self.reaper = None
         self.stopped = asyncio.Event()
+        self.tls = None  # tls.ServerTLS, made in start() when listen.tls_cert is set
         self.gate = getattr(config, "gate", None)  # the auth stage (authgate.AuthGate), or None: every route is public
         self._tick_clock()
 
@@ -107,6 +108,10 @@ class Server:
     async def start(self):
         lc = self.listen
         install()  # asyncio's I/O queue, minus its allocation per wait on the gateway's sockets
+        if lc.tls_cert:
+            from .tls import ServerTLS  # only a TLS listener loads ssl (about 1 KB of heap)
+
+            self.tls = ServerTLS(lc)
         self.listener = await asyncio.start_server(self._on_connect, lc.host, lc.port, backlog=lc.slots + lc.queue_max)
         self.reaper = asyncio.create_task(self._reap())
         self.log("apigw " + __version__ + " listening on " + lc.host + ":" + str(lc.port))
@@ -206,7 +211,7 @@ class Server:
 
     async def _on_connect(self, reader, writer):
         self.stats.connections += 1
-        sock = writer.s  # the raw socket behind asyncio's Stream: the request path uses it directly
+        raw = sock = writer.s  # the raw socket behind asyncio's Stream: the request path uses it directly
         no_delay(sock)
         slot = self.pool.acquire()
         if slot is None:
@@ -217,8 +222,10 @@ class Server:
                 return
         slot.attach(asyncio.current_task(), peer_ip(writer.get_extra_info("peername")))
         wait = self.waits[slot.index]
-        pin(sock)  # its waits allocate nothing from here on
         try:
+            if self.tls is not None:
+                sock = self.tls.wrap(raw)  # only now: a queued connection holds no TLS session
+            pin(sock, raw)  # its waits allocate nothing from here on
             await self._serve(slot, sock, wait)
         except asyncio.CancelledError:
             self._on_cancel(slot, sock)
@@ -232,11 +239,15 @@ class Server:
         finally:
             self.upstream.relays[slot.index].abort()  # a request cut short leaves no upstream socket
             close_socket(sock)
+            if sock is not raw:
+                raw.close()  # after a failed TLS handshake, closing the TLS stream leaves it open
             self._release(slot)
 
     def _refuse(self, sock):
         """503 with Retry-After for a connection that got no slot (rare path: allocates)."""
         self.stats.rejected += 1
+        if self.tls is not None:
+            return  # a 503 over TLS needs a session, the memory this refusal saves: just close
         self.stats.count(503)
         buf = bytearray(256)
         n = rsp.compose_error(buf, 503, False, 11, 0, 1, False)
@@ -285,15 +296,18 @@ class Server:
         size = len(buf)
         slot.phase = HEAD
         slot.deadline = ticks_add(ticks_ms(), lc.header_timeout_ms)
+        full = False  # the last read filled the buffer: a TLS stream may hold more (sockio.py)
         while True:
             r = hp.parse_request(slot) if slot.n else hp.NEED_MORE
             while r == hp.NEED_MORE:
                 if slot.expect_continue and slot.head_end and not slot.continue_sent:
                     slot.continue_sent = True
                     send_now(sock, rsp.CONTINUE_100, 0, len(rsp.CONTINUE_100))
-                await wait.readable(sock)
+                if not full:
+                    await wait.readable(sock)
                 k = sock.readinto(buf if slot.n == 0 else slot.mv[slot.n : size])
                 if k is None:
+                    full = False
                     continue
                 if k == 0:
                     return  # the client closed
@@ -301,6 +315,7 @@ class Server:
                     slot.phase = HEAD
                     slot.deadline = ticks_add(ticks_ms(), lc.header_timeout_ms)
                 slot.n += k
+                full = slot.n == size
                 r = hp.parse_request(slot)
                 if r == hp.NEED_MORE and slot.head_end and slot.phase == HEAD:
                     slot.phase = BODY

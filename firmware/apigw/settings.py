@@ -23,6 +23,8 @@ class Listen:
         self.max_headers = 32
         self.request_buffer = 8192
         self.io_buffer = 2048
+        self.tls_cert = ""  # DER certificate file; with tls_key: the listener serves HTTPS
+        self.tls_key = ""  # DER private key file
 
 
 class Limits:

@@ -11,6 +11,13 @@ the gateway pins keeps its entry and its poll registration (events switched off 
 for as long as it is open, so a wait on it allocates nothing. Unpinned sockets (the listener,
 the console) behave exactly as before. Pinned sockets must be closed with close() here.
 
+A TLS stream is pinned with its TCP socket, which the poller watches in its place: the poller
+then holds file descriptors only, so it blocks in poll() instead of asking the TLS stream's ioctl
+every millisecond, and it stays clear of select.poll's handling of objects without one (on the
+unix port, growing its fd table corrupts their entries). The TCP socket's readiness misses what
+the TLS layer already decrypted but not yet handed out: a reader that filled its buffer reads
+again before it waits (server.py does).
+
 The I/O queue and the waits use asyncio.core's internals (MicroPython); send_now() and close()
 also work under CPython, where host tests drive the relay with stand-in sockets. No protocol
 logic here.
@@ -32,22 +39,30 @@ _POLLGONE = select.POLLERR | select.POLLHUP  # reported even with no events aske
 class PinnedIOQueue:
     """asyncio's IOQueue (map, queue_read, queue_write, remove, wait_io_event), keyed by the
     socket object, with persistent entries for pinned sockets. An entry is
-    [reading task, writing task, socket, registered with the poller, pinned]."""
+    [reading task, writing task, what the poller watches, registered with the poller, pinned];
+    a TLS stream's entry is in the map under the stream and under its TCP socket."""
 
     def __init__(self):
         self.poller = select.poll()
         self.map = {}  # socket -> entry; asyncio's loop only asks whether it is empty
 
-    def pin(self, s):
-        """Keep s's entry and poll registration between waits (allocates once, here)."""
+    def pin(self, s, raw=None):
+        """Keep s's entry and poll registration between waits (allocates once, here). raw: the
+        TCP socket under s (a TLS stream), which the poller watches in s's place."""
         if s not in self.map:
-            self.map[s] = [None, None, s, False, True]
+            sm = [None, None, s if raw is None else raw, False, True]
+            self.map[s] = sm
+            if raw is not None and raw is not s:
+                self.map[raw] = sm
 
     def forget(self, s):
         """Drop s's entry before s is closed."""
         sm = self.map.pop(s, None)
-        if sm is not None and sm[3]:
-            self.poller.unregister(s)
+        if sm is not None:
+            if sm[2] is not s:
+                self.map.pop(sm[2], None)
+            if sm[3]:
+                self.poller.unregister(sm[2])
 
     @micropython.native
     def _enqueue(self, s, idx):
@@ -58,23 +73,24 @@ class PinnedIOQueue:
         sm[idx] = core.cur_task
         mask = (_POLLIN if sm[0] is not None else 0) | (_POLLOUT if sm[1] is not None else 0)
         if sm[3]:
-            self.poller.modify(s, mask)
+            self.poller.modify(sm[2], mask)
         else:
-            self.poller.register(s, mask)
+            self.poller.register(sm[2], mask)
             sm[3] = True
         core.cur_task.data = self  # lets Task.cancel() find the wait and remove it
 
     @micropython.native
     def _dequeue(self, s, sm, ev):
         """No task waits on s any more."""
+        p = sm[2]
         if not sm[4]:
             del self.map[s]
-            self.poller.unregister(s)
+            self.poller.unregister(p)
         elif ev & _POLLGONE:
-            self.poller.unregister(s)  # closed or failed: stop the poller reporting it again
+            self.poller.unregister(p)  # closed or failed: stop the poller reporting it again
             sm[3] = False
         else:
-            self.poller.modify(s, 0)  # parked: registered, no events asked for
+            self.poller.modify(p, 0)  # parked: registered, no events asked for
 
     def queue_read(self, s):
         self._enqueue(s, 0)
@@ -94,7 +110,7 @@ class PinnedIOQueue:
                 if sm[0] is None and sm[1] is None:
                     self._dequeue(s, sm, 0)
                 else:
-                    self.poller.modify(s, _POLLIN if sm[0] is not None else _POLLOUT)
+                    self.poller.modify(sm[2], _POLLIN if sm[0] is not None else _POLLOUT)
                 return
 
     @micropython.native
@@ -113,7 +129,7 @@ class PinnedIOQueue:
             if sm[0] is None and sm[1] is None:
                 self._dequeue(s, sm, ev)
             else:
-                self.poller.modify(s, _POLLIN if sm[0] is not None else _POLLOUT)
+                self.poller.modify(sm[2], _POLLIN if sm[0] is not None else _POLLOUT)
 
 
 def install():
@@ -128,12 +144,13 @@ def install():
     return True
 
 
-def pin(sock):
+def pin(sock, raw=None):
+    """Make waits on sock allocation-free; raw: its TCP socket if sock is a TLS stream."""
     if core is None:
         return
     q = core._io_queue
     if isinstance(q, PinnedIOQueue):
-        q.pin(sock)
+        q.pin(sock, raw)
 
 
 def close(sock):

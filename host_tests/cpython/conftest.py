@@ -8,6 +8,8 @@
   fails with the captured output); stop() sends SIGINT and checks a clean exit ("apigw stopped").
 - `Raw`: a socket client that reads responses by their framing (pipelining, interim 100,
   chunked), for what http.client hides.
+- HTTPS: `Gateway(..., tls_ca=cert.pem)` for a gateway whose listener serves TLS; its clients
+  (conn, request, health, raw) then speak TLS and check the certificate against tls_ca.
 
 A tool that is missing skips its test with what to install; with CI=true it fails instead.
 """
@@ -89,15 +91,21 @@ def wait_port(port, timeout, alive=None):
 class Gateway:
     """The firmware on the unix port, as a child process."""
 
-    def __init__(self, config, workdir, name="gateway", heap=None, code_dir=None, extra_path=()):
+    def __init__(self, config, workdir, name="gateway", heap=None, code_dir=None, extra_path=(), tls_ca=None):
         """config: a dict (written to workdir/name.json). code_dir: where main.py and apigw/ are
-        (default firmware/, as source); heap: -X heapsize value such as "128k"."""
+        (default firmware/, as source); heap: -X heapsize value such as "128k"; tls_ca: the PEM
+        certificate to trust when the config's listener serves HTTPS."""
         self.config = config
         self.workdir = str(workdir)
         self.name = name
         self.heap = heap
         self.code_dir = code_dir or FIRMWARE
         self.extra_path = list(extra_path)
+        self.tls = None
+        if tls_ca:
+            import ssl
+
+            self.tls = ssl.create_default_context(cafile=str(tls_ca))
         self.port = config["listen"]["port"]
         sh = config.get("shell") or {}
         self.shell_port = sh.get("port") if sh.get("enabled") else None
@@ -177,6 +185,8 @@ class Gateway:
     def conn(self, timeout=10):
         import http.client
 
+        if self.tls is not None:
+            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=self.tls)
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
     def request(self, method, path, body=None, headers=None, timeout=10):
@@ -199,7 +209,7 @@ class Gateway:
         return doc
 
     def raw(self, timeout=10):
-        return Raw(self.port, timeout)
+        return Raw(self.port, timeout, self.tls)
 
 
 class Response:
@@ -225,8 +235,10 @@ class Response:
 class Raw:
     """A plain socket to the gateway that parses responses itself (pipelining, 1xx, close)."""
 
-    def __init__(self, port, timeout=10):
+    def __init__(self, port, timeout=10, tls=None):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls is not None:  # an ssl.SSLContext: the handshake happens here
+            self.sock = tls.wrap_socket(self.sock, server_hostname="127.0.0.1")
         self.buf = b""
         self.eof = False
 
