@@ -370,15 +370,7 @@ class AuthenticationManager(ApiKeyTable):
             self._dropped_keys.append(key_id)
         for u in s.get("users_added", []):
             if u["name"] not in self._u_ids:
-                self.add_user(
-                    u["name"],
-                    u.get("role", "user"),
-                    u.get("permissions"),
-                    None,
-                    u.get("salt"),
-                    u.get("hash"),
-                    u.get("iterations"),
-                )
+                self.add_user_record(u)
             self._added_users.append(u)
         for who, mask in s.get("grants", {}).items():
             try:

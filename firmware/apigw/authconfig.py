@@ -131,15 +131,8 @@ def _apply(value, cfg):
         label = "auth.users[%d]" % i
         u = _obj(u, label, USER_KEYS)
         try:
-            mgr.add_user(
-                _str(u.get("name"), label + ".name"),
-                u.get("role", "user"),
-                u.get("permissions"),
-                None,
-                u.get("salt"),
-                u.get("hash"),
-                u.get("iterations"),
-            )
+            _str(u.get("name"), label + ".name")
+            mgr.add_user_record(u)
         except AuthError as e:
             raise AuthConfigError("%s: %s" % (label, e.message))
     api_keys = a.get("api_keys", [])

@@ -86,6 +86,18 @@ class UserTable:
         self._u_perms[uid] = perms
         return uid
 
+    def add_user_record(self, d):
+        """add_user from a record as user_record() makes it (the config, the state file)."""
+        return self.add_user(
+            d.get("name"),
+            d.get("role", "user"),
+            d.get("permissions"),
+            None,
+            d.get("salt"),
+            d.get("hash"),
+            d.get("iterations"),
+        )
+
     def user_record(self, name):
         """The user as a config stores it: role, permissions, salt, hash, iterations (hex)."""
         uid = self._user(name)
