@@ -237,7 +237,7 @@ def test_gate_rate_limit_429_headers():
     assert _run(g, slot, gw, 2, get) == 429
     h = bytes(g.hdr[: g.hdr_len])
     assert b"RateLimit-Limit: 1\r\n" in h and b"RateLimit-Remaining: 0\r\n" in h and b"Retry-After: 1\r\n" in h
-    assert g.error_body() == b'{"error":"rate_limited"}'
+    assert g.error_body() == b'{"status":429,"error":"rate_limited","message":"too many requests: retry later"}'
     slot.peer = b"10.0.0.10"  # another client has its own bucket
     assert _run(g, slot, gw, 2, get) == OK
 

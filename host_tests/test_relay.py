@@ -121,7 +121,9 @@ def test_compose_error_and_allow():
     out = bytes(dst[:n])
     assert out.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n")
     assert b"Allow: GET, HEAD, POST\r\n" in out
-    assert out.endswith(b'\r\n\r\n{"error":"method_not_allowed","status":405}')
+    assert out.endswith(
+        b'\r\n\r\n{"status":405,"error":"method_not_allowed","message":"the route does not take this method"}'
+    )
     assert b"Connection: close" not in out
     n = rsp.compose_error(dst, 503, keep_alive=False, retry_after=1)
     out = bytes(dst[:n])

@@ -14,6 +14,7 @@ check() on a cached JWT, a public route or a rate-limited route allocates nothin
 from . import httpparse as hp
 from .authtypes import EPOCH_BASE, AuthError, Permission, TokenType
 from .compat import micropython, ticks_ms
+from .errors import error_json
 from .jwt import signature_start
 from .native import hash_span, mem_eq_lower
 from .ratelimit import RateLimiter
@@ -44,7 +45,6 @@ W_BEARER_SCOPE = b'WWW-Authenticate: Bearer realm="apigw", error="insufficient_s
 W_BASIC = b'WWW-Authenticate: Basic realm="apigw", charset="UTF-8"\r\n'
 W_API_KEY = b'WWW-Authenticate: ApiKey realm="apigw", header="X-API-Key"\r\n'
 MAX_POLICIES = 64
-_bodies = {}  # error code -> JSON body
 
 
 class AuthGate:
@@ -66,6 +66,7 @@ class AuthGate:
         self.hdr = bytearray(256)
         self.hdr_len = 0
         self.error = ""
+        self.status = 0
         self.allowed = 0
         self.unauthorized = 0
         self.forbidden = 0
@@ -252,6 +253,7 @@ class AuthGate:
             return OK
         self.limited += 1
         self.error = "rate_limited"
+        self.status = 429
         self.hdr_len = lim.write_headers(self.hdr, 0)
         return 429
 
@@ -262,16 +264,13 @@ class AuthGate:
         elif status == 401:
             self.unauthorized += 1
         self.error = code
+        self.status = status
         self.hdr_len = put(self.hdr, 0, header)
         return status
 
     def error_body(self):
-        """The JSON body of the last refusal, made once per error code."""
-        b = _bodies.get(self.error)
-        if b is None:
-            b = ('{"error":"%s"}' % self.error).encode()
-            _bodies[self.error] = b
-        return b
+        """The JSON body of the last refusal (errors.py), made once per error code."""
+        return error_json(self.status, self.error)
 
     def stats(self):
         return {

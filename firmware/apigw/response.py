@@ -7,6 +7,7 @@ functions return the number of bytes composed and the server writes them.
 """
 
 from .compat import micropython
+from .errors import error_json
 from .native import mem_move
 
 REASONS = {
@@ -63,7 +64,6 @@ ALLOW_NAMES = (
 )
 
 _status_lines = {}
-_error_bodies = {}
 
 
 def status_line(status):
@@ -76,13 +76,8 @@ def status_line(status):
 
 
 def error_body(status):
-    """The short JSON body for an error status, made once per status."""
-    body = _error_bodies.get(status)
-    if body is None:
-        reason = REASONS.get(status, "Error")
-        body = ('{"error":"' + reason.lower().replace(" ", "_") + '","status":' + str(status) + "}").encode()
-        _error_bodies[status] = body
-    return body
+    """The JSON body for an error status (errors.py: one shape for every stage), made once."""
+    return error_json(status)
 
 
 for _s in (400, 404, 405, 408, 411, 413, 417, 431, 501, 502, 503, 504, 505):  # made at boot

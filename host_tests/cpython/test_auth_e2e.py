@@ -177,7 +177,7 @@ def test_no_credential_is_401_with_bearer_challenge_and_keeps_the_connection(gw)
     with gw.raw() as c:
         c.send(b"GET /secure/controller/x HTTP/1.1\r\nHost: t\r\n\r\n")
         r = c.read_response()
-        assert r.status == 401 and r.json() == {"error": "missing_credentials"}
+        assert r.status == 401 and r.json()["error"] == "missing_credentials"
         assert r.header("WWW-Authenticate") == 'Bearer realm="apigw"'
         assert r.header("Content-Type") == "application/json"
         c.send(b"GET /health/ping HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -191,7 +191,7 @@ def test_head_and_options_without_credentials(gw):
         assert r.status == 401 and r.header("WWW-Authenticate") == 'Bearer realm="apigw"'
         c.send(b"OPTIONS /secure/controller/x HTTP/1.1\r\nHost: t\r\n\r\n")
         r = c.read_response()  # a body after the HEAD answer would show up here as garbage
-        assert r.status == 401 and r.json() == {"error": "missing_credentials"}
+        assert r.status == 401 and r.json()["error"] == "missing_credentials"
         assert r.header("WWW-Authenticate") == 'Bearer realm="apigw"'
         c.send(b"GET /health/ping HTTP/1.1\r\nHost: t\r\n\r\n")
         assert c.read_response().status == 200 and c.buf == b""
@@ -205,7 +205,7 @@ def test_curl_basic(e2e, gw):
     assert status == 200 and json.loads(body)["path"] == "/v1/x"
     assert "authorization" in json.loads(body)["headers"]  # forwarded as the client sent it
     status, hdrs, body = curl(e2e, gw, "/secure/controller/x", "-u", "demo:wrong-pass")
-    assert status == 401 and json.loads(body) == {"error": "invalid_credentials"}
+    assert status == 401 and json.loads(body)["error"] == "invalid_credentials"
     assert hdrs["www-authenticate"] == 'Basic realm="apigw", charset="UTF-8"'
     assert curl(e2e, gw, "/secure/controller/x", "-u", "nobody:demo-pass")[0] == 401
 
@@ -220,13 +220,13 @@ def test_curl_api_key(e2e, gw):
     assert status == 200 and (echo["method"], echo["body"]) == ("POST", '{"on": true}')
     for bad in ("00000000." + KEY_SECRET, API_KEY[:-1] + "X", API_KEY + "x", KEY_ID):
         status, hdrs, body = curl(e2e, gw, "/secure/controller/x", "-H", "X-API-Key: " + bad)
-        assert status == 401 and json.loads(body) == {"error": "invalid_key"}, bad
+        assert status == 401 and json.loads(body)["error"] == "invalid_key", bad
         assert hdrs["www-authenticate"] == 'ApiKey realm="apigw", header="X-API-Key"'
 
 
 def test_api_key_bound_to_its_service(gw):
     status, _, body = request(gw, "GET", "/secure/sensors/temp", {"X-API-Key": API_KEY})
-    assert status == 403 and body == {"error": "forbidden"}
+    assert status == 403 and body["error"] == "forbidden"
     status, _, body = request(gw, "GET", "/secure/sensors/temp", {"Authorization": basic(*DEMO)})
     assert status == 200 and body["sensor"] == "temp"  # the route itself serves
 
@@ -284,7 +284,7 @@ def test_token_scope_narrowing(gw):
     assert status == 200 and doc["scope"] == "read" and decode(doc["access_token"])["permissions"] == ["read"]
     assert request(gw, "GET", "/secure/controller/x", bearer(doc["access_token"]))[0] == 200
     status, hdrs, body = request(gw, "POST", "/secure/controller/x", bearer(doc["access_token"]), b"{}")
-    assert status == 403 and body == {"error": "forbidden"}
+    assert status == 403 and body["error"] == "forbidden"
     assert hdrs["WWW-Authenticate"] == 'Bearer realm="apigw", error="insufficient_scope"'
 
 
@@ -310,7 +310,7 @@ BAD_JWTS = {
 @pytest.mark.filterwarnings("ignore:The HMAC key is 48 bytes long")
 def test_bad_jwt_is_401_invalid_token(gw, name):
     status, hdrs, body = request(gw, "GET", "/secure/controller/x", bearer(BAD_JWTS[name]()))
-    assert status == 401 and body == {"error": "invalid_token"}
+    assert status == 401 and body["error"] == "invalid_token"
     assert hdrs["WWW-Authenticate"] == 'Bearer realm="apigw", error="invalid_token"'
 
 
@@ -322,7 +322,7 @@ def test_permissions_by_method(gw):
     assert request(gw, "GET", "/secure/controller/x", guest)[0] == 200
     for method in ("POST", "PUT", "DELETE"):
         status, hdrs, body = request(gw, method, "/secure/controller/x", guest, b"x")
-        assert status == 403 and body == {"error": "forbidden"}, method
+        assert status == 403 and body["error"] == "forbidden", method
         assert hdrs["WWW-Authenticate"] == 'Bearer realm="apigw", error="insufficient_scope"'
 
 
@@ -339,9 +339,9 @@ def test_gw_auth_needs_admin(gw):
     names = [p["name"] for p in doc["policies"]]
     assert {"signed-in", "per-client", "opaque"} <= set(names)
     status, _, body = request(gw, "GET", "/_gw/auth", {"Authorization": basic(*DEMO)})
-    assert status == 403 and body == {"error": "forbidden"}
+    assert status == 403 and body["error"] == "forbidden"
     status, hdrs, body = request(gw, "GET", "/_gw/auth")
-    assert status == 401 and body == {"error": "missing_credentials"} and hdrs["WWW-Authenticate"]
+    assert status == 401 and body["error"] == "missing_credentials" and hdrs["WWW-Authenticate"]
     assert request(gw, "GET", "/_gw/health")[2]["auth"] == {"clock_synced": True}
 
 
@@ -363,7 +363,7 @@ def test_rate_limit_per_client(gw):
         passed = codes.count(200)
         assert codes == [200] * passed + [429] * (12 - passed) and 10 <= passed <= min(10 + refill, 11), codes
         _, hdrs, body = answers[-1]
-        assert json.loads(body) == {"error": "rate_limited"}
+        assert json.loads(body)["error"] == "rate_limited"
         assert (hdrs["RateLimit-Limit"], hdrs["RateLimit-Remaining"]) == ("10", "0")
         assert int(hdrs["RateLimit-Reset"]) >= 1 and int(hdrs["Retry-After"]) >= 1
         time.sleep(1.0)
@@ -384,7 +384,7 @@ def test_opaque_bearer_by_introspection(gw, idp):
         assert status == 200 and echo["path"] == "/opaque/x"
     assert idp.requests == 1 and idp.received == [OPAQUE_ACTIVE]  # the second one was cached
     status, hdrs, body = request(gw, "GET", "/opaque/x", bearer(OPAQUE_INACTIVE))
-    assert status == 401 and body == {"error": "invalid_token"}
+    assert status == 401 and body["error"] == "invalid_token"
     assert hdrs["WWW-Authenticate"] == 'Bearer realm="apigw", error="invalid_token"'
     assert request(gw, "GET", "/opaque/x")[0] == 401
     assert request(gw, "GET", "/opaque/x", {"Authorization": basic(*DEMO)})[0] == 401  # bearer only here
@@ -395,7 +395,7 @@ def test_introspection_failure_is_503(gw, idp):
     try:
         idp.reset()
         status, hdrs, body = request(gw, "GET", "/opaque/x", bearer("never-seen-before-token"))
-        assert status == 503 and body == {"error": "introspection_unavailable"} and hdrs["Retry-After"]
+        assert status == 503 and body["error"] == "introspection_unavailable" and hdrs["Retry-After"]
         assert idp.requests == 1
     finally:
         idp.failing = False
@@ -424,7 +424,7 @@ def test_revocation_in_the_state_file_survives_a_restart(e2e, upstreams, tmp_pat
     g = e2e.Gateway(cfg, tmp_path, "gw").start()
     try:
         status, hdrs, body = request(g, "GET", "/secure/controller/x", bearer(gone))
-        assert status == 401 and body == {"error": "invalid_token"}
+        assert status == 401 and body["error"] == "invalid_token"
         assert request(g, "GET", "/secure/controller/x", bearer(kept))[0] == 200
         assert request(g, "GET", "/_gw/auth", {"Authorization": basic(*ADMIN)})[2]["revoked"] == 1
     finally:

@@ -58,7 +58,7 @@ def test_gw_unknown_is_404_json_and_keeps_the_connection(gateway):
         c.send(b"GET /_gw/unknown HTTP/1.1\r\nHost: t\r\n\r\n")
         r = c.read_response()
         assert r.status == 404 and r.header("Content-Type") == "application/json"
-        assert r.json() == {"error": "not_found", "status": 404}
+        assert r.json() == {"status": 404, "error": "not_found", "message": "no route matches the path"}
         c.send(b"GET /health/ping HTTP/1.1\r\nHost: t\r\n\r\n")
         assert c.read_response().status == 200
 
@@ -66,7 +66,7 @@ def test_gw_unknown_is_404_json_and_keeps_the_connection(gateway):
 def test_unknown_path_404_json(gateway):
     status, hdrs, body = gateway.request("GET", "/nope/nothing")
     assert status == 404 and hdrs["Content-Type"] == "application/json"
-    assert json.loads(body) == {"error": "not_found", "status": 404}
+    assert json.loads(body) == {"status": 404, "error": "not_found", "message": "no route matches the path"}
 
 
 def test_exact_respond_route(gateway):
@@ -136,7 +136,11 @@ def test_method_restricted_405_with_allow(gateway):
         c.send(b"POST /api/config HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}")
         r = c.read_response()
         assert r.status == 405 and r.header("Allow") == "GET"
-        assert r.json() == {"error": "method_not_allowed", "status": 405}
+        assert r.json() == {
+            "status": 405,
+            "error": "method_not_allowed",
+            "message": "the route does not take this method",
+        }
         c.send(b"GET /api/config HTTP/1.1\r\nHost: t\r\n\r\n")  # the connection stays usable
         r = c.read_response()
         assert r.status == 200 and r.json()["path"] == "/api/config"
@@ -347,7 +351,8 @@ def _error_and_close(gateway, data, status):
         r = c.read_response()
         assert r.status == status, (data[:80], r)
         assert r.header("Content-Type") == "application/json"
-        assert r.json() == {"error": r.json()["error"], "status": status}
+        doc = r.json()
+        assert doc["status"] == status and doc["error"] and doc["message"] and len(doc) == 3, doc
         assert r.header("Connection") == "close"
         assert c.closed_within(3), "connection left open after %d" % status
         assert time.monotonic() - t0 < 2
