@@ -53,7 +53,19 @@ LIMITS = (
 SHELL = (("enabled", 0, 0), ("host", 0, 0), ("port", 1, 65535))
 SCHEMAS = {"listen": (Listen, LISTEN), "limits": (Limits, LIMITS), "shell": (Shell, SHELL)}
 SERVICE_KEYS = ("name", "host", "port", "timeout_ms", "keepalive")
-ROUTE_KEYS = ("path", "match", "methods", "headers", "service", "strip_prefix", "rewrite", "respond", "name", "policy")
+ROUTE_KEYS = (
+    "path",
+    "match",
+    "methods",
+    "headers",
+    "service",
+    "strip_prefix",
+    "rewrite",
+    "respond",
+    "name",
+    "policy",
+    "transform",
+)
 
 # Extension sections: name -> handler(value, config), called after routes are loaded.
 SECTIONS = {}
@@ -290,11 +302,11 @@ def _add_service(gw, d, label, defaults):
         raise _gateway_error(e, label)
 
 
-def _add_route(gw, d, label, policies):
+def _add_route(gw, d, label, policies, transforms):
     _keys(d, label, ROUTE_KEYS)
     if "path" not in d:
         raise ConfigError("%s.path: required" % label)
-    for k in ("path", "match", "service", "rewrite", "name", "policy"):
+    for k in ("path", "match", "service", "rewrite", "name", "policy", "transform"):
         if k in d:
             _check(d[k], "", 0, 0, label + "." + k)
     strip = _check(d.get("strip_prefix", False), False, 0, 0, label + ".strip_prefix")
@@ -324,6 +336,8 @@ def _add_route(gw, d, label, policies):
         raise _gateway_error(e, label)
     if "policy" in d:
         policies.append((rid, d["policy"], label))  # resolved by the auth section, read last
+    if "transform" in d:
+        transforms.append((rid, d["transform"], label))  # resolved by the mediation section
 
 
 # -- loading --------------------------------------------------------------------------------------
@@ -351,7 +365,7 @@ def load_config_stream(stream, gateway=None, before_tables=None, base_dir=""):
             arrays[key] = start
         elif key in SCHEMAS:
             values[key] = _loads(text, key, start)
-        elif key in SECTIONS or key == "auth":
+        elif key in SECTIONS or key == "auth" or key == "mediation":
             extra[key] = _loads(text, key, start)
         else:
             raise ConfigError("%s: unknown section" % key)
@@ -383,9 +397,9 @@ def load_config_stream(stream, gateway=None, before_tables=None, base_dir=""):
             if i >= gw.max_routes:
                 raise ConfigError("routes: more than limits.routes (%d)" % gw.max_routes)
             label = "routes[%d]" % i
-            _add_route(gw, _loads(text, label, start), label, cfg.route_policies)
+            _add_route(gw, _loads(text, label, start), label, cfg.route_policies, cfg.route_transforms)
     for name in extra:
-        if name == "auth":
+        if name == "auth" or name == "mediation":
             continue
         SECTIONS[name](extra[name], cfg)
         cfg.extra[name] = extra[name]
@@ -395,6 +409,12 @@ def load_config_stream(stream, gateway=None, before_tables=None, base_dir=""):
         apply_auth(extra["auth"], cfg)
     elif cfg.route_policies:
         raise ConfigError("%s.policy: policies need an auth section" % cfg.route_policies[0][2])
+    if "mediation" in extra:
+        from .medconfig import apply_mediation  # only a config with the section loads its code
+
+        apply_mediation(extra["mediation"], cfg)
+    elif cfg.route_transforms:
+        raise ConfigError("%s.transform: transforms need a mediation section" % cfg.route_transforms[0][2])
     return cfg
 
 

@@ -13,7 +13,7 @@ from array import array
 
 from . import httpparse as hp
 from .compat import micropython
-from .native import mem_move
+from .native import mem_eq_lower, mem_move
 from .response import put_uint
 
 SP = b" "
@@ -76,13 +76,38 @@ def listed_in_connection(slot, k):
     return False
 
 
+class Forwarded:
+    """What mediation changes in a forwarded request (slot.fwd_med): the body, its Content-Type,
+    headers dropped (lower-case names) and added (CRLF-ended lines), and for gRPC-Web the method
+    and path. Made per mediated request (allocates; plain requests never see one)."""
+
+    def __init__(self, body, ctype=None, drop=(), add=b"", path=None):
+        self.body = body
+        self.ctype = ctype  # a media type (bytes) replacing the client's Content-Type, or None
+        self.drop = drop
+        self.add = add
+        self.path = path  # b"/package.Service/Method": POST there, no query
+
+
+H_CT = b"Content-Type: "
+POST = b"POST"
+
+
+def _dropped(med, buf, s, e):
+    n = e - s
+    for name in med.drop:
+        if len(name) == n and mem_eq_lower(buf, s, name, 0, n):
+            return True
+    return False
+
+
 class RequestWriter:
     """Writes one forwarded request; one per slot, made at boot."""
 
     def __init__(self, max_headers=32):
         # Pieces: request line and Host (8), at most 2 per client header, the gateway's headers
-        # and the body (8).
-        pieces = 2 * max_headers + 16
+        # and the body (8), mediation's headers (4).
+        pieces = 2 * max_headers + 20
         self.digits = bytearray(16)  # Content-Length value and the blank line, made at start()
         self.port = bytearray(8)  # ":port" CRLF of the Host line, made at start()
         # Piece k is src[k][start[k]:end[k]]; made once, reused for every request.
@@ -111,15 +136,21 @@ class RequestWriter:
         hdr = slot.hdr
         nh = slot.nhdr
         kinds = slot.hkind
+        med = slot.fwd_med
         self.count = 0
-        self._add(buf, slot.method_start, slot.method_end)
-        self._add(SP, 0, 1)
-        self._add(pbuf, poff, poff + plen)
-        if plen == 0 and slot.fwd_rest_end <= slot.fwd_rest_start:
-            self._add(SLASH, 0, 1)
+        if med is not None and med.path is not None:  # gRPC-Web: POST to the method's path
+            self._add(POST, 0, 4)
+            self._add(SP, 0, 1)
+            self._add(med.path, 0, len(med.path))
         else:
-            self._add(buf, slot.fwd_rest_start, slot.fwd_rest_end)
-        self._add(buf, slot.query_start, slot.query_end)
+            self._add(buf, slot.method_start, slot.method_end)
+            self._add(SP, 0, 1)
+            self._add(pbuf, poff, poff + plen)
+            if plen == 0 and slot.fwd_rest_end <= slot.fwd_rest_start:
+                self._add(SLASH, 0, 1)
+            else:
+                self._add(buf, slot.fwd_rest_start, slot.fwd_rest_end)
+            self._add(buf, slot.query_start, slot.query_end)
         v11 = slot.version == 11
         self._add(VERSION_HOST_11 if v11 else VERSION_HOST_10, 0, 17)
         self._add(hbuf, hoff, hoff + hlen)
@@ -133,6 +164,11 @@ class RequestWriter:
         # taken with its CRLF when no whitespace trails the value (the usual case): one piece.
         for k in range(nh):
             if DROP_KINDS[kinds[k]] or (slot.conn_extra and listed_in_connection(slot, k)):
+                continue
+            if med is not None and (
+                (med.ctype is not None and kinds[k] == hp.HDR_CONTENT_TYPE)
+                or _dropped(med, buf, hdr[4 * k], hdr[4 * k + 1])
+            ):
                 continue
             e = hdr[4 * k + 3]
             if buf[e] == 13:
@@ -152,7 +188,14 @@ class RequestWriter:
             self._add(buf, hdr[4 * h + 2], hdr[4 * h + 3])
         self._add(TAIL_11 if v11 else TAIL_10, 0, len(TAIL_11))
         body = slot.body_end - slot.head_end
-        if body > 0 or (slot.method & _BODY_METHODS) != 0:
+        if med is not None:
+            self._add(med.add, 0, len(med.add))
+            if med.ctype is not None:
+                self._add(H_CT, 0, len(H_CT))
+                self._add(med.ctype, 0, len(med.ctype))
+                self._add(CRLF, 0, 2)
+            body = len(med.body)
+        if body > 0 or (slot.method & _BODY_METHODS) != 0 or (med is not None and med.path is not None):
             self._add(H_CL, 0, len(H_CL))
             d = self.digits
             n = put_uint(d, 0, body)
@@ -160,7 +203,10 @@ class RequestWriter:
             self._add(d, 0, n + 4)
         else:
             self._add(CRLF, 0, 2)
-        self._add(buf, slot.head_end, slot.body_end)
+        if med is not None:
+            self._add(med.body, 0, len(med.body))
+        else:
+            self._add(buf, slot.head_end, slot.body_end)
         self.k = 0
         self.pos = self.start_at[0]
 

@@ -48,6 +48,7 @@ class RouteTable(ServiceTable):
         self._methods = bytearray(R)  # METHOD_* bits; 0 = any
         self._flags = bytearray(R)
         self._policy = bytearray(b"\xff" * R)  # auth/rate-limit policy id (authgate); NO_POLICY = none
+        self._transform = None  # mediation transform ids (array "h", -1 = none), made by the first set
         self._lit = table("H", R)  # literal length (prefix of the pattern)
         self._pat = table("h", R, -1)  # pattern string id
         self._rw = table("h", R, -1)  # rewrite string id
@@ -249,6 +250,8 @@ class RouteTable(ServiceTable):
             self._s_refs[self._svc[r]] -= 1
         self._kind[r] = _FREE
         self._policy[r] = NO_POLICY
+        if self._transform is not None:
+            self._transform[r] = -1
         self._pat[r] = self._rw[r] = self._name[r] = self._svc[r] = self._resp[r] = self._hc[r] = -1
         self._next[r] = self._rfree
         self._rfree = r
@@ -263,6 +266,19 @@ class RouteTable(ServiceTable):
         if type(policy_id) is not int or not 0 <= policy_id <= NO_POLICY:
             raise GatewayError("policy id must be 0-254 (255: none)", "policy")
         self._policy[r] = policy_id
+
+    def route_transform(self, route_id):
+        """The route's mediation transform id, or -1. No allocation."""
+        t = self._transform
+        return -1 if t is None else t[route_id]
+
+    def set_route_transform(self, route_id, transform_id):
+        r = self._route(route_id)
+        if type(transform_id) is not int or not -1 <= transform_id < 0x7FFF:
+            raise GatewayError("transform id must be an int (-1: none)", "transform")
+        if self._transform is None:  # a config without mediation never pays for the table
+            self._transform = table("h", self.max_routes, -1)
+        self._transform[r] = transform_id
 
     def route_service(self, route_id):
         """The service id a route forwards to, or -1 (a respond route). No allocation."""
@@ -311,6 +327,8 @@ class RouteTable(ServiceTable):
         d["service"] = None if self._svc[r] < 0 else st.get_str(self._s_name[self._svc[r]])
         d["strip_prefix"] = bool(self._flags[r] & STRIP)
         d["policy"] = None if self._policy[r] == NO_POLICY else self._policy[r]
+        t = self.route_transform(r)
+        d["transform"] = None if t < 0 else t
         d["rewrite"] = None if self._rw[r] < 0 else st.get_str(self._rw[r])
         d["respond"] = None
         if self._resp[r] >= 0:

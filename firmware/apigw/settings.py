@@ -64,4 +64,6 @@ class Config:
         self.extra = {}  # extension sections, as parsed
         self.route_policies = []  # (route id, policy name, label) until the auth section resolves them
         self.gate = None  # the AuthGate, when the config has an auth section
+        self.route_transforms = []  # (route id, transform name, label) until the mediation section resolves them
+        self.mediator = None  # the RequestMediator, when the config has a mediation section
         self.base_dir = ""  # the config file's folder: relative paths in the config start there

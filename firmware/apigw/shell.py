@@ -44,7 +44,7 @@ def table(rows, header):
 class Shell:
     """Runs command lines against a gateway (and, on a board, its server)."""
 
-    def __init__(self, gateway, server=None, gate=None):
+    def __init__(self, gateway, server=None, gate=None, mediator=None):
         self.gw = gateway
         self.server = server
         self.commands = {}  # name -> (handler(words) -> str, summary, [(sub, usage, help)])
@@ -56,6 +56,12 @@ class Shell:
             from .authshell import register
 
             register(self, gate)
+        if mediator is None and server is not None:
+            mediator = server.mediator
+        if mediator is not None:  # the config has a mediation section
+            from .medshell import register as register_mediator
+
+            register_mediator(self, mediator)
 
     def register(self, name, handler, summary, subs):
         """Add a command. handler(words) returns the text to show; subs documents its sub-commands."""

@@ -88,6 +88,8 @@ class Slot:
         self.fwd_prefix = -1  # string-table id written before the rest of the path, or -1
         self.fwd_rest_start = 0  # rest of the path forwarded from buf
         self.fwd_rest_end = 0
+        # Mediation (a route with a transform) changes what is forwarded; None: as the client sent it.
+        self.fwd_med = None  # fwdhead.Forwarded
 
     def attach(self, task, peer):
         """Bind the slot to the connection task serving it (the reaper cancels that task)."""
