@@ -11,7 +11,6 @@ Route semantics live in ApiGateway; this module only moves bytes and keeps count
 """
 
 import asyncio
-import json
 import socket
 import sys
 
@@ -19,7 +18,8 @@ from . import __version__, relay
 from . import httpparse as hp
 from . import response as rsp
 from .compat import micropython, mem_alloc, mem_free, mem_total, ticks_add, ticks_diff, ticks_ms
-from .native import mem_eq, mem_move
+from .endpoints import GatewayEndpoints
+from .native import mem_eq
 from .routetable import NO_POLICY
 from .slot import BODY, FREE, HEAD, IDLE, UPSTREAM, SlotPool
 from .sockio import IOWait, connect, install, pin, send_all, send_now
@@ -27,11 +27,6 @@ from .sockio import close as close_socket
 from .upstream import Upstream
 
 GW_PREFIX = b"/_gw/"
-GW_HEALTH = b"/_gw/health"
-GW_TOKEN = b"/_gw/token"
-GW_AUTH = b"/_gw/auth"
-X_CACHE_HIT = b"X-Cache: HIT\r\n"
-X_CACHE_MISS = b"X-Cache: MISS\r\n"
 _REAP_MS = 100
 # (level, option) for TCP_NODELAY; the unix port's socket module lacks the names (Linux values).
 _NODELAY = (getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1))
@@ -102,16 +97,14 @@ class Server:
         self.reaper = None
         self.stopped = asyncio.Event()
         self.tls = None  # tls.ServerTLS, made in start() when listen.tls_cert is set
-        # Mediation: the RequestMediator, and the buffers collected answers go into (made at boot).
+        # Mediation: the RequestMediator, and its I/O (the buffers answers are collected into).
         self.mediator = getattr(config, "mediator", None)
-        self.med_free = []
-        self.med_held = [None] * lc.slots  # the buffer each slot holds, to give back however it ends
-        self.med_tid = [0] * lc.slots  # the transform of the request each slot is mediating
-        self.med_entry = [0] * lc.slots  # the cache entry a slot is answering from
-        self.med_accept = [-1] * lc.slots  # the ContentType the client asked for, or -1
+        self.medio = None  # medio.MediationIO, when the config has a mediation section
         if self.mediator is not None:
-            m = self.mediator
-            self.med_free = [bytearray(m.buffer_bytes) for _ in range(m.buffers)]
+            from .medio import MediationIO
+
+            self.medio = MediationIO(self, self.mediator, lc.slots)
+        self.endpoints = GatewayEndpoints(self)
         self.gate = getattr(config, "gate", None)  # the auth stage (authgate.AuthGate), or None: every route is public
         self._tick_clock()
 
@@ -253,7 +246,8 @@ class Server:
                 self._reply_error(slot, sock, 500, False, 0)
         finally:
             self.upstream.relays[slot.index].abort()  # a request cut short leaves no upstream socket
-            self._release_med(slot)
+            if self.medio is not None:
+                self.medio.release(slot)
             close_socket(sock)
             if sock is not raw:
                 raw.close()  # after a failed TLS handshake, closing the TLS stream leaves it open
@@ -345,7 +339,7 @@ class Server:
             keep = slot.keep_alive
             left = False
             if slot.path_end - slot.path_start >= 5 and mem_eq(buf, slot.path_start, GW_PREFIX, 0, 5):
-                keep = await self._gateway_endpoint(slot, sock, wait)
+                keep = await self.endpoints.serve(slot, sock, wait)
             else:
                 rid = gw.route_request(slot)
                 if rid < 0:
@@ -371,13 +365,14 @@ class Server:
                         if more:
                             await self._send_rest(slot, sock, wait, body, more)
                     else:
-                        tid = gw.route_transform(rid) if self.mediator is not None else -1
-                        done = self._mediate_request(slot, sock, rid, tid, svc) if tid >= 0 else 0
+                        mio = self.medio
+                        tid = gw.route_transform(rid) if mio is not None else -1
+                        done = mio.before(slot, sock, rid, tid) if mio is not None and tid >= 0 else 0
                         if done:  # answered from the cache, or refused: io[out_start:out_end] is left
                             keep = keep and done == 1
                             left = slot.out_start < slot.out_end
-                            if done == 3:  # a cached body bigger than the I/O buffer
-                                await self._send_cached_body(slot, sock, wait)
+                            if done == 3 and mio is not None:  # a cached body bigger than the I/O buffer
+                                await mio.send_cached_body(slot, sock, wait)
                                 left = False
                             svc = -2
                     if svc >= 0:
@@ -402,8 +397,8 @@ class Server:
                                 w = rl.connected(conn)
                                 continue
                             w = rl.step()
-                        if rl.collect is not None:  # mediation: the answer is converted, then sent
-                            keep = await self._mediate_response(slot, sock, wait, rid, w, keep)
+                        if rl.collect is not None and self.medio is not None:  # mediation: converted, then sent
+                            keep = await self.medio.after(slot, sock, wait, rid, w, keep)
                             left = slot.out_start < slot.out_end  # an error answer not all sent yet
                         elif w == relay.FAIL:
                             stats.upstream_errors += 1
@@ -451,217 +446,6 @@ class Server:
         slot.out_end = n
         return slot.out_start < n
 
-    # -- mediation (routes with a transform) ----------------------------------------------------
-
-    def _mediate_request(self, slot, sock, rid, tid, svc):
-        """Before forwarding a request on a route with a transform: answer a cached GET/HEAD (no
-        allocation), or convert and check the body, and arrange for the answer to be collected.
-        Returns 0 to forward, 1 (keep-alive) or 2 (close) when answered here, 3 when a cached
-        answer's body still has to be sent (_send_cached_body)."""
-        med = self.mediator
-        assert med is not None
-        t = med.transforms[tid]
-        cache = med.cache
-        if t.policy.cache_ttl and cache is not None and slot.method & (hp.METHOD_GET | hp.METHOD_HEAD):
-            i = cache.lookup(slot, rid, ticks_ms())
-            if i >= 0 and cache.entry_body(i) - cache.entry_head(i) + 128 <= len(slot.io):  # else: a miss
-                self.med_entry[slot.index] = i
-                return self._send_cached(slot, sock, i)
-        return self._prepare_forward(slot, sock, tid, t)
-
-    @micropython.native
-    def _send_cached(self, slot, sock, i):
-        """A cache hit: the stored head, X-Cache and Age, the connection's own header, the body
-        (when it fits the I/O buffer with the head). No allocation."""
-        med = self.mediator
-        assert med is not None
-        cache = med.cache
-        assert cache is not None
-        io = slot.io
-        cb = cache.buf
-        hs = cache.entry_head(i)
-        bs = cache.entry_body(i)
-        be = cache.entry_end(i)
-        n = bs - hs
-        mem_move(io, 0, cb, hs, n)  # the stored head ends with its last header line's CRLF
-        pos = rsp.put(io, n, X_CACHE_HIT)
-        pos = cache.write_age(i, ticks_ms(), io, pos)
-        if not slot.keep_alive:
-            pos = rsp.put(io, pos, rsp.H_CLOSE)
-        elif slot.version == 10:
-            pos = rsp.put(io, pos, rsp.H_KEEP_ALIVE)
-        pos = rsp.put(io, pos, rsp.H_END)
-        self.stats.count(200)
-        slot.resp_started = True
-        more = 0
-        if slot.method != hp.METHOD_HEAD:
-            if pos + be - bs <= len(io):
-                mem_move(io, pos, cb, bs, be - bs)
-                pos += be - bs
-            else:
-                more = 3
-        slot.out_start = send_now(sock, io, 0, pos)
-        slot.out_end = pos
-        if more:
-            return 3
-        return 1 if slot.keep_alive else 2
-
-    async def _send_cached_body(self, slot, sock, wait):
-        """The rest of a cache hit whose body did not fit the I/O buffer (allocates: rare)."""
-        med = self.mediator
-        assert med is not None
-        cache = med.cache
-        assert cache is not None
-        i = self.med_entry[slot.index]
-        gen = cache.entry_gen(i)
-        await send_all(wait, sock, slot.io, slot.out_start, slot.out_end)
-        if cache.entry_gen(i) != gen:  # the entry was taken for another answer meanwhile
-            raise OSError(104)
-        await send_all(wait, sock, cache.buf, cache.entry_body(i), cache.entry_end(i))
-
-    def _prepare_forward(self, slot, sock, tid, t):
-        """Convert and check the request body; set what is forwarded; take a buffer for the
-        answer when it is converted or cached. Allocates (mediated routes only)."""
-        from .fwdhead import Forwarded
-        from .mediator import ContentType, MediationError
-
-        med = self.mediator
-        assert med is not None
-        buf = slot.buf
-        body = slot.mv[slot.head_end : slot.body_end]
-        ctype = -1
-        accept = -1
-        for k in range(slot.nhdr):
-            kind = slot.hkind[k]
-            if kind == hp.HDR_CONTENT_TYPE:
-                ctype = ContentType.from_media(buf[slot.hdr[4 * k + 2] : slot.hdr[4 * k + 3]])
-            elif kind == hp.HDR_ACCEPT:
-                accept = ContentType.from_media(buf[slot.hdr[4 * k + 2] : slot.hdr[4 * k + 3]].split(b",")[0])
-        self.med_accept[slot.index] = accept
-        try:
-            if t.converts_request() and (slot.body_end > slot.head_end or t.grpc is not None):
-                out, to = med.transform_request(tid, ctype, bytes(body))
-                media = b"application/grpc-web+proto" if t.grpc is not None else ContentType.MEDIA[to]
-            else:
-                out, media = bytes(body), None
-        except MediationError as e:
-            med.refused += 1
-            return self._reply_mediation_error(slot, sock, e.status, e.code, e.message)
-        add = t.req_headers_add + (b"X-Grpc-Web: 1\r\n" if t.grpc is not None else b"")
-        if media is not None or t.req_headers_remove or add or t.grpc is not None:
-            slot.fwd_med = Forwarded(out, media, t.req_headers_remove, add, t.grpc)
-        if t.converts_response() or t.policy.cache_ttl:
-            if not self.med_free:
-                return self._reply_mediation_error(
-                    slot, sock, 503, "service_unavailable", "every mediation buffer is in use"
-                )
-            b = self.med_free.pop()
-            self.med_held[slot.index] = b
-            self.upstream.relays[slot.index].collect = b
-            self.med_tid[slot.index] = tid
-        return 0
-
-    def _reply_mediation_error(self, slot, sock, status, code, message):
-        from .errors import error_json
-
-        body = error_json(status, code, message)
-        self.stats.count(status)
-        n = rsp.compose(
-            slot.io, status, None, body, len(body), slot.keep_alive, slot.version, 0, -1, slot.method == hp.METHOD_HEAD
-        )
-        slot.resp_started = True
-        if n < 0:  # a long message: the head only
-            n = -n
-        slot.out_start = send_now(sock, slot.io, 0, n)
-        slot.out_end = n
-        return 1 if slot.keep_alive else 2
-
-    async def _mediate_response(self, slot, sock, wait, rid, w, keep):
-        """The collected answer: convert it, check it, cache it, send it. Returns keep-alive."""
-        from . import httpmsg
-        from .mediator import ContentType, MediationError
-
-        rl = self.upstream.relays[slot.index]
-        med = self.mediator
-        assert med is not None
-        tid = self.med_tid[slot.index]
-        t = med.transforms[tid]
-        buf = rl.collect
-        try:
-            if w == relay.TOO_BIG:
-                self.stats.upstream_errors += 1
-                return self._answer_error(
-                    slot,
-                    sock,
-                    502,
-                    "bad_gateway",
-                    "the service's answer is larger than mediation.limits.buffer_bytes",
-                    keep,
-                )
-            if w != relay.COLLECTED:
-                self.stats.upstream_errors += 1
-                return self._answer_error(slot, sock, 502, "bad_gateway", None, keep)
-            hl = rl.head_len
-            end = rl.collected
-            status, reason, headers = httpmsg.parse_head(buf, hl)
-            if rl.head.chunked:
-                end = httpmsg.dechunk(buf, hl, end)
-                if end < 0:
-                    return self._answer_error(slot, sock, 502, "bad_gateway", "broken chunked framing", keep)
-            body = bytes(buf[hl:end])
-            up_ctype = httpmsg.header(headers, b"content-type")
-            ctype = ContentType.from_media(up_ctype) if up_ctype is not None else -1
-            if t.grpc is not None and httpmsg.header(headers, b"grpc-status") is not None:
-                from .grpcweb import trailers_frame  # a trailers-only answer: the status is in the head
-
-                body = body + trailers_frame(headers)
-            media = None
-            extra = b""
-            if t.converts_response():
-                st, to, body, extra = med.transform_response(tid, status, ctype, body, self.med_accept[slot.index])
-                if st != status:
-                    status, reason = st, rsp.REASONS.get(st, "OK").encode()
-                media = ContentType.MEDIA[to] if to >= 0 else None
-            head = httpmsg.compose_head(
-                status, reason, headers, t.resp_headers_remove, media, len(body), extra, True, 11
-            )
-            if (
-                t.policy.cache_ttl
-                and med.cache is not None
-                and status == 200
-                and slot.method & (hp.METHOD_GET | hp.METHOD_HEAD)
-            ):
-                med.cache_set(slot, rid, t.policy.cache_ttl * 1000, head[:-2], body, ticks_ms())
-            head = head[:-2] + X_CACHE_MISS if t.policy.cache_ttl else head[:-2]
-            if not keep:
-                head += rsp.H_CLOSE
-            elif slot.version == 10:
-                head += rsp.H_KEEP_ALIVE
-            head += rsp.H_END
-            self.stats.count(status)
-            slot.resp_started = True
-            await send_all(wait, sock, head, 0, len(head))
-            if slot.method != hp.METHOD_HEAD:
-                await send_all(wait, sock, body, 0, len(body))
-            return keep
-        except MediationError as e:
-            return self._answer_error(slot, sock, e.status, e.code, e.message, keep)
-        finally:
-            self._release_med(slot)
-
-    def _answer_error(self, slot, sock, status, code, message, keep):
-        """An error for a mediated route, written now (the rest, if any, goes with `left`)."""
-        self._reply_mediation_error(slot, sock, status, code, message)
-        return keep and slot.keep_alive
-
-    def _release_med(self, slot):
-        rl = self.upstream.relays[slot.index]
-        rl.collect = None
-        b = self.med_held[slot.index]
-        if b is not None:
-            self.med_held[slot.index] = None
-            self.med_free.append(b)
-
     @micropython.native
     def _send(self, slot, sock, status, ctype, body, extra=None):
         """A direct answer (respond routes, gateway endpoints), sent as far as the socket takes it
@@ -697,83 +481,6 @@ class Server:
         await send_all(wait, sock, slot.io, slot.out_start, slot.out_end)
         if left == 2:
             await send_all(wait, sock, body, 0, len(body))
-
-    async def _gateway_endpoint(self, slot, sock, wait):
-        """The /_gw/ prefix belongs to the gateway: /_gw/health here, more in later modules."""
-        buf = slot.buf
-        left = False
-        n = slot.path_end - slot.path_start
-        if n == len(GW_HEALTH) and mem_eq(buf, slot.path_start, GW_HEALTH, 0, n):
-            if not slot.method & (hp.METHOD_GET | hp.METHOD_HEAD):
-                left = self._reply_error(slot, sock, 405, slot.keep_alive, hp.METHOD_GET | hp.METHOD_HEAD)
-            else:
-                body = json.dumps(self.health()).encode()
-                more = self._send(slot, sock, 200, None, body)
-                if more:
-                    await self._send_rest(slot, sock, wait, body, more)
-                return slot.keep_alive
-        elif self.gate is not None and (self._is(slot, GW_TOKEN) or self._is(slot, GW_AUTH)):
-            return await self._auth_endpoint(slot, sock, wait)
-        else:
-            left = self._reply_error(slot, sock, 404, slot.keep_alive, 0)
-        if left:
-            await send_all(wait, sock, slot.io, slot.out_start, slot.out_end)
-        return slot.keep_alive
-
-    @staticmethod
-    def _is(slot, path):
-        n = slot.path_end - slot.path_start
-        return n == len(path) and mem_eq(slot.buf, slot.path_start, path, 0, n)
-
-    async def _auth_endpoint(self, slot, sock, wait):
-        """POST /_gw/token (client credentials -> JWT) and GET /_gw/auth (the auth stage's figures,
-        for an Admin). Allocate; not on the proxy path."""
-        g = self.gate
-        assert g is not None
-        if self._is(slot, GW_TOKEN):
-            if slot.method != hp.METHOD_POST:
-                left = self._reply_error(slot, sock, 405, slot.keep_alive, hp.METHOD_POST)
-            else:
-                from .tokenendpoint import issue
-
-                authz = None
-                for k in range(slot.nhdr):
-                    if slot.hkind[k] == hp.HDR_AUTHORIZATION:
-                        authz = bytes(slot.buf[slot.hdr[4 * k + 2] : slot.hdr[4 * k + 3]])
-                status, body, extra = issue(g.auth, authz, bytes(slot.buf[slot.head_end : slot.body_end]))
-                more = self._send(slot, sock, status, None, body, extra)
-                if more:
-                    await self._send_rest(slot, sock, wait, body, more)
-                return slot.keep_alive
-        elif not slot.method & (hp.METHOD_GET | hp.METHOD_HEAD):
-            left = self._reply_error(slot, sock, 405, slot.keep_alive, hp.METHOD_GET | hp.METHOD_HEAD)
-        else:
-            st = g.check(slot, g.admin_policy)
-            if st:
-                left = self._reply_refused(slot, sock, st, slot.keep_alive)
-            else:
-                body = json.dumps(self.auth_status()).encode()
-                more = self._send(slot, sock, 200, None, body)
-                if more:
-                    await self._send_rest(slot, sock, wait, body, more)
-                return slot.keep_alive
-        if left:
-            await send_all(wait, sock, slot.io, slot.out_start, slot.out_end)
-        return slot.keep_alive
-
-    def auth_status(self):
-        """The /_gw/auth document: counters, table use, the clock (no secret, no token)."""
-        g = self.gate
-        assert g is not None
-        a = g.auth
-        d = g.stats()
-        d["clock_synced"] = a.now > 0
-        d["tokens"] = a.get_token_count()
-        d["api_keys"] = len(a._k_ids)
-        d["users"] = len(a._u_ids)
-        d["revoked"] = len(a._revoked)
-        d["policies"] = [g.describe(p) for p in range(len(g.names))]
-        return d
 
     def health(self):
         """The /_gw/health document (allocates; not on the proxy path)."""
