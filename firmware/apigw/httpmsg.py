@@ -79,7 +79,9 @@ def compose_head(status, reason, headers, drop, ctype, length, extra, keep_alive
         up = header(headers, b"content-type")
         if up is not None:
             out += (b"Content-Type: ", up, b"\r\n")
-    out += (b"Content-Length: ", str(length).encode(), b"\r\nVia: 1.1 apigw\r\n", extra)
+    if length >= 0:  # -1: unknown (a HEAD whose answer was converted)
+        out += (b"Content-Length: ", str(length).encode(), b"\r\n")
+    out += (b"Via: 1.1 apigw\r\n", extra)
     if not keep_alive:
         out.append(b"Connection: close\r\n")
     elif version == 10:

@@ -361,13 +361,14 @@ class RequestMediator:
         if t.status_map is not None:
             status = t.status_map.get(status, status)
         src = t.resp_from if t.resp_from >= 0 else ctype
-        to = (
-            t.resp_to
-            if t.resp_to >= 0
-            else (accept if accept >= 0 else (ContentType.JSON if src != ContentType.BINARY else src))
-        )
         plain = t.resp_schema < 0 and t.resp_rename is None and not t.resp_drop
-        if src == to and plain or not body:
+        if t.resp_to >= 0:
+            to = t.resp_to
+        elif src < 0 or src == ContentType.BINARY:
+            to = src  # a format the gateway does not read (text/plain, HTML, ...): as it came
+        else:
+            to = accept if accept >= 0 else ContentType.JSON  # what the client asked for, else JSON
+        if (src == to and plain) or not body:
             return status, src, body, extra
         if src < 0 or src == ContentType.BINARY:
             raise MediationError(502, "bad_gateway", "the service's answer has no format the route can convert")

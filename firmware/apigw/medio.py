@@ -110,7 +110,11 @@ class MediationIO:
                 accept = ContentType.from_media(buf[slot.hdr[4 * k + 2] : slot.hdr[4 * k + 3]].split(b",")[0])
         self.accept[slot.index] = accept
         try:
-            if t.converts_request() and (slot.body_end > slot.head_end or t.grpc is not None):
+            # A body, or a method that carries one (an empty POST is checked, and refused, too).
+            sends_body = slot.body_end > slot.head_end or slot.method & (
+                hp.METHOD_POST | hp.METHOD_PUT | hp.METHOD_PATCH
+            )
+            if t.converts_request() and (sends_body or t.grpc is not None):
                 out, to = med.transform_request(tid, ctype, bytes(body))
                 media = b"application/grpc-web+proto" if t.grpc is not None else ContentType.MEDIA[to]
             else:
@@ -118,9 +122,13 @@ class MediationIO:
         except MediationError as e:
             med.refused += 1
             return self.reply_error(slot, sock, e.status, e.code, e.message)
-        add = t.req_headers_add + (b"X-Grpc-Web: 1\r\n" if t.grpc is not None else b"")
-        if media is not None or t.req_headers_remove or add or t.grpc is not None:
-            slot.fwd_med = Forwarded(out, media, t.req_headers_remove, add, t.grpc)
+        add = t.req_headers_add
+        drop = t.req_headers_remove
+        if t.grpc is not None:  # the service answers in the framing the Accept header asks for
+            add += b"X-Grpc-Web: 1\r\nAccept: application/grpc-web+proto\r\n"
+            drop += (b"accept",)
+        if media is not None or drop or add:
+            slot.fwd_med = Forwarded(out, media, drop, add, t.grpc)
         if t.converts_response() or t.policy.cache_ttl:
             if not self.free:
                 return self.reply_error(slot, sock, 503, "service_unavailable", "every mediation buffer is in use")
@@ -190,9 +198,11 @@ class MediationIO:
                 if st != status:
                     status, reason = st, rsp.REASONS.get(st, "OK").encode()
                 media = ContentType.MEDIA[to] if to >= 0 else None
-            head = httpmsg.compose_head(
-                status, reason, headers, t.resp_headers_remove, media, len(body), extra, True, 11
-            )
+            length = len(body)
+            if slot.method == hp.METHOD_HEAD:  # no body came: say what GET would, if known
+                cl = httpmsg.header(headers, b"content-length") if not t.converts_response() else None
+                length = int(cl) if cl is not None and cl.isdigit() else -1
+            head = httpmsg.compose_head(status, reason, headers, t.resp_headers_remove, media, length, extra, True, 11)
             if (
                 t.policy.cache_ttl
                 and med.cache is not None
