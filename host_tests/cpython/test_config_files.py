@@ -82,7 +82,7 @@ def test_demo_config_at_every_chunk_size(chunk, monkeypatch):
     monkeypatch.setattr(config, "_CHUNK", chunk)
     gw = load_config(os.path.join(ROOT, "boards", "unix", "gateway.json")).gateway
     rows = list(gw.list_routes())
-    assert len(rows) == 11 and rows[0]["path"] == "/health/ping"
+    assert len(rows) == 14 and rows[0]["path"] == "/health/ping"
 
 
 def test_demo_config_is_strict_json():

@@ -1,0 +1,45 @@
+"""The demo config (boards/unix/gateway.json) loads, on both runtimes, and routes as the README says.
+
+Apart from test_config.py: it loads every optional section (auth, mediation), whose code compiled
+from source takes a large part of the test interpreter's heap; a fresh interpreter keeps that out
+of the loader's own heap tests.
+"""
+
+from apigw.config import load_config
+
+
+def _root():
+    f = __file__
+    i = f.rfind("/")
+    d = f[:i] if i >= 0 else "."
+    j = d.rfind("/")
+    return d[:j] if j >= 0 else (".." if d == "." else ".")
+
+
+def test_demo_config_loads():
+    cfg = load_config(_root() + "/boards/unix/gateway.json")
+    gw = cfg.gateway
+    assert cfg.listen.host == "127.0.0.1" and cfg.listen.port == 8080 and cfg.listen.slots == 4
+    assert gw.get_service_count() == 4 and gw.get_service("slow").timeout_ms == 1000
+    assert gw.get_service("sensors").port == 9001 and gw.get_service("flaky").port == 9004
+    r, allow = gw.route("GET", "/health/ping")
+    assert gw.respond_parts(r)[0] == 200 and gw.respond_parts(r)[1] == b"application/json"
+    expect = (
+        ("GET", "/api/sensors/t1", None, "sensors", b"/t1"),
+        ("GET", "/api/controller/x", None, "controller", b"/v1/x"),
+        ("GET", "/devices/7/status", None, "controller", b"/devices/7/status"),
+        ("GET", "/legacy/42", None, "sensors", b"/echo"),
+        ("GET", "/api/config", None, "controller", b"/api/config"),
+        ("GET", "/api/other", {"X-Api-Version": "2"}, "controller", b"/v2/other"),
+        ("GET", "/slow", None, "slow", b"/slow"),
+        ("GET", "/flaky/x", None, "flaky", b"/flaky/x"),
+    )
+    for method, path, headers, service, upstream in expect:
+        r, allow = gw.route(method, path, headers)
+        assert r >= 0, path
+        sid = gw.dispatch_request(gw._scratch)
+        assert gw.get_service(sid).name == service and gw.upstream_path(gw._scratch) == upstream, path
+    assert gw.route("POST", "/api/config") == (-405, 1)
+    assert gw.route("GET", "/api/other")[0] == -404
+    assert cfg.gate is not None and cfg.mediator is not None
+    assert gw.route_transform(gw.route_id("cached")) == cfg.mediator.transform_id("cached")
