@@ -7,23 +7,32 @@ Everything runs on the MicroPython unix port on this machine:
 
 1. tools/bench_mpy.py: route decision (512 mixed routes) against a linear scan, parse of a 1 KB
    request, bytes allocated by each; the auth checks (tools/bench_auth_mpy.py): a full and a
-   cached HS256 JWT check, an API key check, a rate-limit check.
+   cached HS256 JWT check, an API key check, a rate-limit check; the mediation stage
+   (tools/bench_med_mpy.py): protobuf encode / decode of a 10-field message and its JSON value,
+   a schema check, and the steps of a response-cache hit (route, lookup, compose, send).
 2. tools/bare_server.py (a bare asyncio server with a fixed answer) and the gateway firmware
    (firmware/main.py) with a temporary config: a direct `respond` route /direct, a prefix route
    /proxied forwarding to a second instance of the bare server (same code; it is idle while the
    first is measured, and its connection count tells how well the gateway reuses connections),
-   and /authed, the same forward behind a policy that takes a JWT (an `auth` section with a
-   secrets file written for the run; the token is signed here with PyJWT).
-3. Load, keep-alive, 4 connections, the same duration for the bare server, /direct, /proxied
-   and /authed (every request with `Authorization: Bearer <token>`), one after the other, in
-   rounds (3; 1 with --quick), medians reported: wrk (`wrk -t2 -c4 --latency`) when installed,
-   else tools/loadgen.py (or with --loadgen). Requests/s and p50/p99 latency.
-   CPU time of each process per request (from /proc) shows where the time goes.
-4. Bytes allocated per proxied (and per direct and per authed) request: `alloc_total`
+   /authed, the same forward behind a policy that takes a JWT (an `auth` section with a
+   secrets file written for the run; the token is signed here with PyJWT), and /cached, the
+   same forward through a mediation transform that caches (a `mediation` section; the bare
+   server's answer is a 200 with Content-Length and no Cache-Control or Set-Cookie, so the
+   gateway stores it). One warming request fills the cache; a sample of requests must then
+   come back `X-Cache: HIT`, or the run stops.
+3. Load, keep-alive, 4 connections, the same duration for the bare server, /direct, /proxied,
+   /authed (every request with `Authorization: Bearer <token>`) and /cached, one after the
+   other, in rounds (3; 1 with --quick), medians reported: wrk (`wrk -t2 -c4 --latency`) when
+   installed, else tools/loadgen.py (or with --loadgen). Requests/s and p50/p99 latency.
+   CPU time of each process per request (from /proc) shows where the time goes. The requests
+   the upstream answered during each load come from its written bytes (/proc/PID/io): during
+   the loads of /cached, and the alloc run below, there must be none (every request a hit).
+4. Bytes allocated per proxied (and per direct, authed and cached) request: `alloc_total`
    (micropython.mem_total()) from /_gw/health before and after 1,000 requests over one
    keep-alive connection, less the cost of one health request. Heap in use right after boot:
    `heap_used` of the first health call, of a gateway booted without the auth section and
-   /authed (comparable with runs before they existed), and of the measured one.
+   /authed (comparable with runs before they existed), of one with the auth section but no
+   mediation (comparable with runs before mediation), and of the measured one (both).
 
 Targets are printed beside the figures with pass/miss; the exit status is 0 either way (1 only
 if something could not run). The servers and the load generator share the machine's cores:
@@ -33,6 +42,7 @@ ratios are only meaningful within one run.
 import argparse
 import base64
 import datetime
+import http.client
 import json
 import os
 import resource
@@ -48,6 +58,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+import bare_server  # noqa: E402  (its fixed answer: the upstream's requests are counted by it)
 import loadgen  # noqa: E402
 
 MPY = os.environ.get("MICROPYTHON", os.path.join(ROOT, ".venv", "bin", "micropython"))
@@ -56,6 +67,9 @@ CONNECTIONS = 4
 ALLOC_REQUESTS = 1000
 JWT_KID = "b1"
 AUTH_PATH = "/authed"
+CACHED_PATH = "/cached"
+CACHE_TTL_S = 3600  # longer than any run: an entry that expired would send a request upstream
+CACHE_SAMPLE = 20  # requests whose X-Cache is checked, before the loads and after them
 
 # Every key of bench.json; the strings are load_tool, micropython_version and date.
 KEYS = (
@@ -85,6 +99,19 @@ KEYS = (
     "p50_ms_proxied_auth",
     "p99_ms_proxied_auth",
     "alloc_bytes_per_proxied_auth_request",
+    "json_to_protobuf_us",
+    "json_to_protobuf_into_us",
+    "json_to_protobuf_alloc_bytes",
+    "protobuf_to_json_us",
+    "schema_validate_us",
+    "schema_validate_alloc_bytes",
+    "rps_cached",
+    "cache_hit_vs_direct_rps_ratio",
+    "p50_ms_cached",
+    "p99_ms_cached",
+    "alloc_bytes_per_cached_request",
+    "upstream_requests_cached",
+    "heap_after_boot_mediation_bytes",
     "load_tool",
     "micropython_version",
     "date",
@@ -104,28 +131,54 @@ ROWS = (
     ("  alloc per AuthGate.check, cached JWT", "auth_gate_alloc_bytes", "B", "", None),
     ("API key check", "api_key_verify_us", "us", "", None),
     ("rate-limit check", "rate_limit_check_us", "us", "", None),
+    ("protobuf encode, 10-field message from its JSON value", "json_to_protobuf_us", "us", "", None),
+    ("  encode_into a buffer of the caller's", "json_to_protobuf_into_us", "us", "", None),
+    ("  alloc per encode", "json_to_protobuf_alloc_bytes", "B", "", None),
+    ("  alloc per encode_into", "json_to_protobuf_into_alloc_bytes", "B", "", None),
+    ("protobuf decode of the same bytes to the JSON value", "protobuf_to_json_us", "us", "", None),
+    ("  alloc per decode", "protobuf_to_json_alloc_bytes", "B", "", None),
+    ("schema check, valid 10-field object", "schema_validate_us", "us", "", None),
+    ("  alloc per schema check", "schema_validate_alloc_bytes", "B", "", None),
+    ("request body JSON -> protobuf, schema checked", "mediate_json_to_protobuf_us", "us", "", None),
+    ("  alloc per request body conversion", "mediate_json_to_protobuf_alloc_bytes", "B", "", None),
+    ("cache hit, step by step: route + dispatch", "cache_hit_route_us", "us", "", None),
+    ("  lookup (ResponseCache.lookup)", "cache_hit_lookup_us", "us", "", None),
+    ("  compose the answer from the entry", "cache_hit_compose_us", "us", "", None),
+    ("  mediation stage call (lookup + compose)", "cache_hit_stage_us", "us", "", None),
+    ("  alloc per mediation stage call", "cache_hit_stage_alloc_bytes", "B", "", None),
+    ("  send the answer (loopback TCP)", "cache_hit_send_us", "us", "", None),
+    ("direct: route / compose / send", ("direct_route_us", "direct_compose_us", "direct_send_us"), "us", "", None),
     ("alloc per proxied keep-alive request", "alloc_bytes_per_proxied_request", "B", "<= 1024", lambda v: v <= 1024),
     ("alloc per direct keep-alive request", "alloc_bytes_per_direct_request", "B", "", None),
     ("alloc per JWT-authed proxied request", "alloc_bytes_per_proxied_auth_request", "B", "", None),
+    ("alloc per cached keep-alive request (a hit)", "alloc_bytes_per_cached_request", "B", "0", lambda v: v < 1),
     ("heap in use after boot", "heap_after_boot_bytes", "B", "", None),
     ("heap in use after boot, with the auth section", "heap_after_boot_auth_bytes", "B", "", None),
+    ("heap in use after boot, with auth and mediation", "heap_after_boot_mediation_bytes", "B", "", None),
     ("req/s bare asyncio server", "rps_bare", "/s", "", None),
     ("req/s direct route", "rps_direct", "/s", "", None),
     ("req/s proxied to bare", "rps_proxied", "/s", "", None),
     ("req/s proxied, JWT policy", "rps_proxied_auth", "/s", "", None),
+    ("req/s cached route, every request a hit", "rps_cached", "/s", "", None),
     ("direct / bare", "direct_vs_bare_rps_ratio", "", ">= 0.50", lambda v: v >= 0.5),
     ("proxied / bare", "proxied_vs_bare_rps_ratio", "", ">= 0.25", lambda v: v >= 0.25),
     ("proxied with JWT / without", "auth_vs_noauth_rps_ratio", "", ">= 0.85", lambda v: v >= 0.85),
+    ("cache hit / direct", "cache_hit_vs_direct_rps_ratio", "", ">= 0.90", lambda v: v >= 0.9),
     ("p50 / p99 bare", ("p50_ms_bare", "p99_ms_bare"), "ms", "", None),
     ("p50 / p99 direct", ("p50_ms_direct", "p99_ms_direct"), "ms", "", None),
     ("p50 / p99 proxied", ("p50_ms_proxied", "p99_ms_proxied"), "ms", "", None),
     ("p50 / p99 proxied, JWT policy", ("p50_ms_proxied_auth", "p99_ms_proxied_auth"), "ms", "", None),
+    ("p50 / p99 cached", ("p50_ms_cached", "p99_ms_cached"), "ms", "", None),
     ("CPU per request: bare", "cpu_us_per_request_server_bare", "us", "", None),
     ("CPU per request: gateway, direct", "cpu_us_per_request_server_direct", "us", "", None),
     ("CPU per request: gateway, proxied", "cpu_us_per_request_server_proxied", "us", "", None),
     ("CPU per request: gateway, proxied with JWT", "cpu_us_per_request_server_proxied_auth", "us", "", None),
+    ("CPU per request: gateway, cached", "cpu_us_per_request_server_cached", "us", "", None),
     ("CPU per request: upstream, proxied", "cpu_us_per_request_upstream_proxied", "us", "", None),
+    ("CPU per request: upstream, cached", "cpu_us_per_request_upstream_cached", "us", "", None),
     ("upstream connections opened (whole run)", "upstream_connections", "", "", None),
+    ("upstream requests during the cached loads", "upstream_requests_cached", "", "0", lambda v: v == 0),
+    ("X-Cache misses in a sample after the loads", "cache_sample_misses", "", "0", lambda v: v == 0),
 )
 
 
@@ -235,10 +288,12 @@ def cpu_self_children():
     return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
-def gateway_config(port, bare_port, secrets_path=None):
+def gateway_config(port, bare_port, secrets_path=None, mediation=False):
     """/direct answers itself; /proxied and /authed forward to the same service, /authed behind a
     policy that takes a JWT (GET needs the read permission: by method, the policy default).
-    Without a secrets file: no auth section and no /authed (the config of runs before it)."""
+    Without a secrets file: no auth section and no /authed (the config of runs before it).
+    With mediation: /cached forwards to the same service through a transform that caches its
+    answers for CACHE_TTL_S (the mediation section, with small limits: one answer is stored)."""
     cfg = {
         "listen": {"host": "127.0.0.1", "port": port, "slots": CONNECTIONS, "queue_max": 8},
         "limits": {"services": 4, "routes": 8, "strtab_bytes": 1024},
@@ -254,6 +309,12 @@ def gateway_config(port, bare_port, secrets_path=None):
     if secrets_path is None:
         del cfg["auth"]
         cfg["routes"].pop()
+    if mediation:
+        cfg["routes"].append({"path": CACHED_PATH, "service": "bare", "transform": "cached"})
+        cfg["mediation"] = {
+            "limits": {"buffers": 2, "buffer_bytes": 1024, "cache_entries": 4, "cache_entry_bytes": 512},
+            "transforms": {"cached": {"cache": {"ttl_s": CACHE_TTL_S}}},
+        }
     return cfg
 
 
@@ -296,10 +357,67 @@ def check_auth_route(port, header):
         c.close()
 
 
-def start_gateway(tmp, port, bare_port, firmware, secrets_path, name="gateway"):
+def upstream_answers(pid):
+    """Answers a bare server (pid) has written so far: its written bytes (/proc/PID/io wchar; the
+    unix port writes each answer with one write) over the size of its fixed answer; -1 if unknown."""
+    try:
+        with open("/proc/%d/io" % pid) as f:
+            for line in f:
+                if line.startswith("wchar:"):
+                    return int(line.split()[1]) // len(bare_server.RESPONSE)
+    except (OSError, ValueError):
+        pass
+    return -1
+
+
+def add_count(total, before, after):
+    """total + after - before: a count kept over several spans; -1 once a count was unknown."""
+    return -1 if total < 0 or before < 0 or after < 0 else total + after - before
+
+
+def cached_sample(port, n):
+    """GET CACHED_PATH n times over one keep-alive connection: [(status, X-Cache, Age, body)]."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    out = []
+    try:
+        for _ in range(n):
+            conn.request("GET", CACHED_PATH)
+            r = conn.getresponse()
+            body = r.read()
+            out.append((r.status, r.getheader("X-Cache"), r.getheader("Age"), body))
+    except (OSError, http.client.HTTPException) as e:
+        raise BenchError("GET %s: %s" % (CACHED_PATH, e))
+    finally:
+        conn.close()
+    return out
+
+
+def sample_misses(sample):
+    """How many answers of a sample were not a cache hit with the upstream's body."""
+    return sum(1 for st, xc, age, body in sample if st != 200 or xc != "HIT" or age is None or body != bare_server.BODY)
+
+
+def check_cached_route(port, upstream_pid):
+    """One warming request (the upstream answers it), then CACHE_SAMPLE hits and no request to
+    the upstream: the cache works, or the figures of /cached would mean nothing."""
+    u0 = upstream_answers(upstream_pid)
+    warm = cached_sample(port, 1)[0]
+    if warm[0] != 200 or warm[3] != bare_server.BODY:
+        raise BenchError("GET %s answered %d: %r" % (CACHED_PATH, warm[0], warm[3][:200]))
+    u1 = upstream_answers(upstream_pid)
+    sample = cached_sample(port, CACHE_SAMPLE)
+    u2 = upstream_answers(upstream_pid)
+    if sample_misses(sample) or (u0 >= 0 and (u1 - u0 != 1 or u2 != u1)):
+        raise BenchError(
+            "GET %s is not answered from the cache: warming %s, then (status, X-Cache, Age) %s; upstream "
+            "requests %d then %d" % (CACHED_PATH, warm[:3], sorted(set(x[:3] for x in sample)), u1 - u0, u2 - u1)
+        )
+
+
+def start_gateway(tmp, port, bare_port, firmware, secrets_path, name="gateway", mediation=False):
     cfg = os.path.join(tmp, name + ".json")
     with open(cfg, "w") as f:
-        json.dump(gateway_config(port, bare_port, secrets_path), f)
+        json.dump(gateway_config(port, bare_port, secrets_path, mediation), f)
     log = os.path.join(tmp, name + ".log")
     env = dict(os.environ, MICROPYPATH=".:%s:.frozen" % os.path.join(ROOT, "boards", "unix"))
     with open(log, "w") as f:
@@ -391,6 +509,7 @@ def measure_loads(res, tool, duration, rounds, warm, phases, upstream):
     per request."""
     runs = {name: [] for name, _, _, _ in phases}
     cpu = {name: [0.0, 0.0, 0.0, 0] for name, _, _, _ in phases}  # server, upstream, load tool, requests
+    upstream_requests = {name: 0 for name, _, _, _ in phases}  # answered by the upstream, warm-up included
     for rnd in range(rounds):
         for name, url, server, headers in phases:
             print(
@@ -398,11 +517,13 @@ def measure_loads(res, tool, duration, rounds, warm, phases, upstream):
                 % (rnd + 1, rounds, name, url, tool, CONNECTIONS, duration),
                 flush=True,
             )
+            u0 = upstream_answers(upstream.pid)
             if rnd == 0:
                 loadgen.run(url, CONNECTIONS, warm, headers)  # warm-up, not counted
             cpu0 = (cpu_s(server.pid), cpu_s(upstream.pid), cpu_self_children())
             r = load(tool, url, duration, headers)
             cpu1 = (cpu_s(server.pid), cpu_s(upstream.pid), cpu_self_children())
+            upstream_requests[name] = add_count(upstream_requests[name], u0, upstream_answers(upstream.pid))
             runs[name].append(r)
             acc = cpu[name]
             for i in range(3):
@@ -418,11 +539,13 @@ def measure_loads(res, tool, duration, rounds, warm, phases, upstream):
         acc = cpu[name]
         res["cpu_us_per_request_server_" + name] = acc[0] * 1e6 / acc[3]
         res["cpu_us_per_request_loadgen_" + name] = acc[2] * 1e6 / acc[3]
-        if name.startswith("proxied"):
+        if name.startswith("proxied") or name == "cached":
             res["cpu_us_per_request_upstream_" + name] = acc[1] * 1e6 / acc[3]
+        res["upstream_requests_" + name] = upstream_requests[name]
     res["direct_vs_bare_rps_ratio"] = res["rps_direct"] / res["rps_bare"]
     res["proxied_vs_bare_rps_ratio"] = res["rps_proxied"] / res["rps_bare"]
     res["auth_vs_noauth_rps_ratio"] = res["rps_proxied_auth"] / res["rps_proxied"]
+    res["cache_hit_vs_direct_rps_ratio"] = res["rps_cached"] / res["rps_direct"]
 
 
 def run(quick=False, use_loadgen=False, duration=None, rounds=None, firmware=None):
@@ -442,28 +565,36 @@ def run(quick=False, use_loadgen=False, duration=None, rounds=None, firmware=Non
         secrets_path, key = write_secrets(tmp)
         bearer = "Authorization: Bearer " + sign_token(key)
         res["jwt_bench_token_bytes"] = len(bearer) - len("Authorization: Bearer ")
-        # Heap after boot without the auth section (the figure of runs before it), from a gateway
-        # booted for that alone; then the one measured below, which has the section.
-        port = free_port()
-        gw, gw_log = start_gateway(tmp, port, up_port, firmware, None, "gateway-noauth")
-        h = first_health(port)
-        res["heap_after_boot_bytes"] = h["heap_used"]
-        res["heap_free_after_boot_bytes"] = h["heap_free"]
-        stop(gw)
-        gw, gw_log = start_gateway(tmp, gw_port, up_port, firmware, secrets_path)
+        # Heap after boot without the auth section (the figure of runs before it) and with it but
+        # without mediation (the figure of runs before that), each from a gateway booted for that
+        # alone; then the one measured below, which has both sections.
+        for name, secrets, figure in (
+            ("gateway-noauth", None, "after_boot_bytes"),
+            ("gateway-nomed", secrets_path, "after_boot_auth_bytes"),
+        ):
+            port = free_port()
+            gw, gw_log = start_gateway(tmp, port, up_port, firmware, secrets, name)
+            h = first_health(port)
+            res["heap_" + figure] = h["heap_used"]
+            res["heap_free_" + figure] = h["heap_free"]
+            stop(gw)
+        gw, gw_log = start_gateway(tmp, gw_port, up_port, firmware, secrets_path, mediation=True)
         h = first_health(gw_port)
-        res["heap_after_boot_auth_bytes"] = h["heap_used"]
-        res["heap_free_after_boot_auth_bytes"] = h["heap_free"]
+        res["heap_after_boot_mediation_bytes"] = h["heap_used"]
+        res["heap_free_after_boot_mediation_bytes"] = h["heap_free"]
 
         check_auth_route(gw_port, bearer)
+        check_cached_route(gw_port, upstream.pid)
 
         phases = (
             ("bare", "http://127.0.0.1:%d/" % bare_port, bare, ()),
             ("direct", "http://127.0.0.1:%d/direct" % gw_port, gw, ()),
             ("proxied", "http://127.0.0.1:%d/proxied" % gw_port, gw, ()),
             ("proxied_auth", "http://127.0.0.1:%d%s" % (gw_port, AUTH_PATH), gw, (bearer,)),
+            ("cached", "http://127.0.0.1:%d%s" % (gw_port, CACHED_PATH), gw, ()),
         )
         measure_loads(res, tool, duration, rounds, 0.2 if quick else 0.5, phases, upstream)
+        res["cache_sample_misses"] = sample_misses(cached_sample(gw_port, CACHE_SAMPLE))
 
         print("alloc: %d requests each to /proxied and /direct over one connection ..." % ALLOC_REQUESTS, flush=True)
         res["alloc_bytes_per_proxied_request"], res["alloc_bytes_per_health_request"] = alloc_per_request(
@@ -476,6 +607,12 @@ def run(quick=False, use_loadgen=False, duration=None, rounds=None, firmware=Non
         res["alloc_bytes_per_proxied_auth_request"], _ = alloc_per_request(
             gw_port, AUTH_PATH, ALLOC_REQUESTS, (bearer,)
         )
+        print(
+            "alloc: %d requests to %s (cache hits) over one connection ..." % (ALLOC_REQUESTS, CACHED_PATH), flush=True
+        )
+        u0 = upstream_answers(upstream.pid)
+        res["alloc_bytes_per_cached_request"], _ = alloc_per_request(gw_port, CACHED_PATH, ALLOC_REQUESTS)
+        res["upstream_requests_cached"] = add_count(res["upstream_requests_cached"], u0, upstream_answers(upstream.pid))
         if gw.poll() is not None:
             raise BenchError("the gateway exited; log:\n" + _tail(gw_log))
         stop(gw)
@@ -527,9 +664,9 @@ def table(res):
             "ERRORS (socket errors and non-2xx answers, all rounds): " + ", ".join("%s %d" % e for e in errors)
         )
     lines.append(
-        "load: %s, keep-alive, %d connections, %g s per load, bare / direct / proxied / proxied with a JWT "
-        "one after the other, %d round(s), medians; the servers (MicroPython unix port) and the load generator "
-        "share %d CPU cores."
+        "load: %s, keep-alive, %d connections, %g s per load, bare / direct / proxied / proxied with a JWT / "
+        "cached one after the other, %d round(s), medians; the servers (MicroPython unix port) and the load "
+        "generator share %d CPU cores."
         % (res["load_tool"], res["connections"], res["load_duration_s"], res["load_rounds"], res["cpu_count"])
     )
     lines.append("MicroPython: " + res["micropython_version"] + "   date: " + res["date"])
@@ -541,7 +678,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="1 s loads and fewer batches (smoke use)")
     ap.add_argument("--loadgen", action="store_true", help="use tools/loadgen.py even if wrk is installed")
     ap.add_argument("--duration", type=float, default=None, help="seconds per load (default 5, --quick 1)")
-    ap.add_argument("--rounds", type=int, default=None, help="rounds of the three loads (default 3, --quick 1)")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds of the loads (default 3, --quick 1)")
     ap.add_argument("--firmware", default=None, help="firmware folder to run (default firmware/; for A/B runs)")
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "bench.json"))
     a = ap.parse_args(argv)

@@ -13,7 +13,11 @@ Measures, in one process:
 - bytes allocated per decision and per parse (`micropython.mem_total()` deltas), and the heap
   the 512-route table holds;
 - the auth stage's checks (tools/bench_auth_mpy.py): a full and a cached JWT check, an API key
-  check, a rate-limit check, and what each allocates.
+  check, a rate-limit check, and what each allocates;
+- the mediation stage (tools/bench_med_mpy.py): protobuf encode / encode_into / decode of a
+  10-field message and its JSON value, a schema check of the same object, a JSON request body
+  converted to protobuf, the steps of a response-cache hit (route, lookup, compose, send) beside
+  the direct route's, and what each allocates.
 
 Each figure is the median of batch means (time.ticks_us around a batch of calls). Human-readable
 lines go first; the last line is one JSON object that tools/bench.py reads. This file times
@@ -31,6 +35,7 @@ from apigw import httpparse as hp
 from apigw.gateway import ApiGateway
 from apigw.slot import Slot
 from bench_auth_mpy import run as run_auth
+from bench_med_mpy import run as run_med
 from linear_router import linear_order, linear_route
 
 ROUTES = 512
@@ -295,6 +300,7 @@ def run(batches):
     out["parse_alloc_bytes"] = _parse_alloc(ps, 100)
 
     out.update(run_auth(batches))
+    out.update(run_med(batches))
 
     out["micropython_version"] = sys.version + " (" + ".".join(str(v) for v in sys.implementation.version[:3]) + ")"
     out["batches"] = batches

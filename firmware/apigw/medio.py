@@ -28,6 +28,7 @@ class MediationIO:
         self.entry = [0] * slots  # the cache entry a slot is answering from
         self.accept = [-1] * slots  # the ContentType the client asked for, or -1
 
+    @micropython.native  # as bytecode its frame came from the heap: 160 B per cache hit
     def before(self, slot, sock, rid, tid):
         """Before forwarding a request on a route with a transform: answer a cached GET/HEAD (no
         allocation), or convert and check the body, and arrange for the answer to be collected.
@@ -38,7 +39,7 @@ class MediationIO:
         cache = med.cache
         if t.policy.cache_ttl and cache is not None and slot.method & (hp.METHOD_GET | hp.METHOD_HEAD):
             i = cache.lookup(slot, rid, ticks_ms())
-            if i >= 0 and cache.entry_body(i) - cache.entry_head(i) + 128 <= len(slot.io):  # else: a miss
+            if i >= 0 and cache.hlen[i] + 128 <= len(slot.io):  # a head too big for io: answered as a miss
                 self.entry[slot.index] = i
                 return self._send_cached(slot, sock, i)
         return self._prepare_forward(slot, sock, tid, t)
@@ -52,9 +53,9 @@ class MediationIO:
         assert cache is not None
         io = slot.io
         cb = cache.buf
-        hs = cache.entry_head(i)
-        bs = cache.entry_body(i)
-        be = cache.entry_end(i)
+        hs = i * cache.entry_bytes + cache.klen[i]  # entry_head/body/end, without three calls
+        bs = hs + cache.hlen[i]
+        be = bs + cache.blen[i]
         n = bs - hs
         mem_move(io, 0, cb, hs, n)  # the stored head ends with its last header line's CRLF
         pos = rsp.put(io, n, X_CACHE_HIT)

@@ -2,7 +2,8 @@
 
 It checks that each key of bench.json is there with a number (three are strings), never how fast
 anything is: timings depend on the machine and what else runs on it. The pieces of the auth run
-(its config, the token signed with PyJWT, the header the load carries) are checked apart.
+(its config, the token signed with PyJWT, the header the load carries) and of the cached route
+(its config, an upstream answer the cache stores) are checked apart.
 """
 
 import base64
@@ -47,6 +48,9 @@ def test_bench_quick_writes_every_figure(tmp_path):
     assert res["load_tool"] in ("wrk", "loadgen")
     assert res["route_mismatches"] == 0  # the index and the linear scan agree on every request
     assert res["jwt_token_bytes"] > 200  # the micro-benchmarks checked a full-size issued token
+    assert res["protobuf_bench_bytes"] > 0  # the 10-field message round-tripped on MicroPython
+    # Every request to /cached was a hit: the upstream answered none (-1: its writes not countable).
+    assert res["upstream_requests_cached"] in (0, -1) and res["cache_sample_misses"] == 0
 
 
 def test_auth_config_and_token(tmp_path):
@@ -68,6 +72,38 @@ def test_auth_config_and_token(tmp_path):
     assert routes["/proxied"]["service"] == "bare" and "policy" not in routes["/proxied"]
     plain = bench.gateway_config(8080, 9100)
     assert "auth" not in plain and bench.AUTH_PATH not in [r["path"] for r in plain["routes"]]
+
+
+def test_cached_route_config_and_upstream_answer():
+    """The /cached route and its mediation section load with the firmware's config loader, and the
+    bare server's answer (200, Content-Length, no Cache-Control, no Set-Cookie) is one the response
+    cache stores and then serves."""
+    from apigw import httpparse as hp
+    from apigw.config import load_config_text
+    from apigw.slot import Slot
+
+    import bare_server
+
+    doc = bench.gateway_config(8080, 9100, None, mediation=True)
+    routes = {r["path"]: r for r in doc["routes"]}
+    assert routes[bench.CACHED_PATH] == {"path": bench.CACHED_PATH, "service": "bare", "transform": "cached"}
+    assert doc["mediation"]["transforms"]["cached"] == {"cache": {"ttl_s": bench.CACHE_TTL_S}}
+    assert "mediation" not in bench.gateway_config(8080, 9100)
+    cfg = load_config_text(json.dumps(doc))
+    med = cfg.mediator
+    rid, _ = cfg.gateway.route("GET", bench.CACHED_PATH)
+    tid = cfg.gateway.route_transform(rid)
+    assert tid == med.transform_id("cached") and med.transforms[tid].policy.cache_ttl == bench.CACHE_TTL_S
+    head, _, body = bare_server.RESPONSE.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"content-length" in head.lower() and body == bare_server.BODY
+    assert b"cache-control" not in head.lower() and b"set-cookie" not in head.lower()
+    slot = Slot(0, 512, 512, 16)
+    raw = loadgen.request_bytes("127.0.0.1", 8080, bench.CACHED_PATH)
+    slot.buf[0 : len(raw)] = raw
+    slot.n = len(raw)
+    assert hp.parse_request(slot) == hp.DONE
+    assert med.cache_set(slot, rid, bench.CACHE_TTL_S * 1000, head + b"\r\n", body, 0)
+    assert med.cache_get(slot, rid, 1000) >= 0
 
 
 def test_request_with_header():
