@@ -264,8 +264,10 @@ class ResponseCache:
         h = hash_span(self.kbuf, 0, n) | ((route & 63) << 24)  # 24 + 6 bits: below 2**30
         hashes = self.hash
         state = self.state
+        routes = self.route  # locals: one attribute lookup each, not one per entry
+        plen = self.plen
         for i in range(self.entries):
-            if hashes[i] != h or state[i] != _READY or self.route[i] != route or self.plen[i] != n:
+            if hashes[i] != h or state[i] != _READY or routes[i] != route or plen[i] != n:
                 continue
             if not mem_eq(self.buf, i * self.entry_bytes, self.kbuf, 0, n):
                 continue

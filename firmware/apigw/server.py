@@ -348,33 +348,33 @@ class Server:
                     else:
                         left = self._reply_error(slot, sock, 404, keep, 0)
                 else:
-                    svc = gw.dispatch_request(slot)
+                    svc = 0  # -2: answered here (refused, or from the cache); else set by dispatch
                     pid = gw.route_policy(rid)
                     if pid != NO_POLICY and self.gate is not None:
                         st = self.gate.check(slot, pid)
                         if st == -1:  # authgate.NEED_INTROSPECTION: an opaque bearer token
                             st = await self.gate.introspect(slot, pid)
                         if st:
-                            svc = -2  # refused: answered below
+                            svc = -2
                             left = self._reply_refused(slot, sock, st, keep)
-                    if svc == -2:
-                        pass
-                    elif svc < 0:
-                        status, ctype, body = gw.respond_parts(rid)
-                        more = self._send(slot, sock, status, ctype, body)
-                        if more:
-                            await self._send_rest(slot, sock, wait, body, more)
-                    else:
-                        mio = self.medio
-                        tid = gw.route_transform(rid) if mio is not None else -1
-                        done = mio.before(slot, sock, rid, tid) if mio is not None and tid >= 0 else 0
+                    mio = self.medio
+                    if svc == 0 and mio is not None:
+                        tid = gw.route_transform(rid)
+                        done = mio.before(slot, sock, rid, tid) if tid >= 0 and gw.route_service(rid) >= 0 else 0
                         if done:  # answered from the cache, or refused: io[out_start:out_end] is left
                             keep = keep and done == 1
                             left = slot.out_start < slot.out_end
-                            if done == 3 and mio is not None:  # a cached body bigger than the I/O buffer
+                            if done == 3:  # a cached body bigger than the I/O buffer
                                 await mio.send_cached_body(slot, sock, wait)
                                 left = False
                             svc = -2
+                    if svc == 0:
+                        svc = gw.dispatch_request(slot)  # after the cache: a hit needs no upstream path
+                        if svc < 0:
+                            status, ctype, body = gw.respond_parts(rid)
+                            more = self._send(slot, sock, status, ctype, body)
+                            if more:
+                                await self._send_rest(slot, sock, wait, body, more)
                     if svc >= 0:
                         # The relay does the work and says what it waits for; this loop does the
                         # waiting, so a proxied request creates no coroutine of its own.
