@@ -21,7 +21,7 @@ LIMIT_DEFAULTS = {
 TRANSFORM_KEYS = ("request", "response", "xml_root", "grpc", "cache", "timeout_ms", "retries")
 REQUEST_KEYS = ("from", "to", "message", "schema", "rename", "drop", "headers")
 RESPONSE_KEYS = ("from", "to", "message", "schema", "on_invalid", "rename", "drop", "headers", "status")
-HEADER_KEYS = ("add", "remove")
+HEADER_KEYS = ("add", "remove", "rename")
 
 
 def _obj(value, label, keys=None):
@@ -54,15 +54,21 @@ def _format(value, label):
 
 
 def _headers(value, label):
-    """{"add": {name: value}, "remove": [names]} -> (remove tuple of lower-case bytes, add lines)."""
+    """{"add": {name: value}, "remove": [names], "rename": {old: new}} -> (remove: lower-case
+    names, add: header lines, rename: ((old lower-case, new), ...)), names as bytes."""
     h = _obj(value, label, HEADER_KEYS)
     remove = tuple(n.lower().encode() for n in _names(h.get("remove", []), label + ".remove"))
+    rename = []
+    for old, new in _obj(h.get("rename", {}), label + ".rename").items():
+        if not isinstance(new, str) or not new or ":" in new or ":" in old or " " in new:
+            raise ConfigError("%s.rename.%s: must be a header name" % (label, old))
+        rename.append((old.lower().encode(), new.encode()))
     lines = []
     for name, v in _obj(h.get("add", {}), label + ".add").items():
         if not isinstance(v, str) or ":" in name or not name or "\r" in v or "\n" in v or "\r" in name or "\n" in name:
             raise ConfigError("%s.add.%s: a header name and a one-line string value" % (label, name))
         lines.append(name + ": " + v + "\r\n")
-    return remove, "".join(lines).encode()
+    return remove, "".join(lines).encode(), tuple(rename)
 
 
 def _fields(d, label):
@@ -111,7 +117,7 @@ def _transform(name, d, med, label):
         t.req_message = _message(r.get("message"), msgs, rl + ".message")
         t.req_schema = _schema(r.get("schema"), med, rl + ".schema")
         t.req_rename, t.req_drop = _fields(r, rl)
-        t.req_headers_remove, t.req_headers_add = _headers(r.get("headers", {}), rl + ".headers")
+        t.req_headers_remove, t.req_headers_add, t.req_headers_rename = _headers(r.get("headers", {}), rl + ".headers")
         if (t.req_to == ContentType.PROTOBUF or ContentType.PROTOBUF in t.req_from) and t.req_message is None:
             raise ConfigError("%s.message: protobuf needs a message" % rl)
     if "response" in d:
@@ -128,7 +134,9 @@ def _transform(name, d, med, label):
             raise ConfigError('%s.on_invalid: "502" or "warn"' % rl)
         t.resp_on_invalid = 502 if inv == "502" else 0
         t.resp_rename, t.resp_drop = _fields(r, rl)
-        t.resp_headers_remove, t.resp_headers_add = _headers(r.get("headers", {}), rl + ".headers")
+        t.resp_headers_remove, t.resp_headers_add, t.resp_headers_rename = _headers(
+            r.get("headers", {}), rl + ".headers"
+        )
         if "status" in r:
             m = {}
             for k, v in _obj(r["status"], rl + ".status").items():

@@ -121,6 +121,7 @@ class Transform:
         self.req_drop = ()
         self.req_headers_remove = ()  # lower-case names (bytes)
         self.req_headers_add = b""  # header lines, CRLF-ended
+        self.req_headers_rename = ()  # ((old lower-case name, new name), ...)
         self.resp_from = -1  # ContentType expected from upstream (-1: from its Content-Type)
         self.resp_to = -1  # ContentType for the client (-1: the client's Accept, else JSON)
         self.resp_message = None  # type: str | None
@@ -130,6 +131,7 @@ class Transform:
         self.resp_drop = ()
         self.resp_headers_remove = ()
         self.resp_headers_add = b""
+        self.resp_headers_rename = ()
         self.status_map = None  # type: dict | None # {upstream status: client status}
         self.xml_root = "root"
         self.grpc = None  # type: bytes | None # b"/package.Service/Method" for gRPC-Web
@@ -154,6 +156,7 @@ class Transform:
             or bool(self.resp_drop)
             or bool(self.resp_headers_remove)
             or bool(self.resp_headers_add)
+            or bool(self.resp_headers_rename)
             or self.status_map is not None
             or self.grpc is not None
         )

@@ -125,6 +125,12 @@ class MediationIO:
             return self.reply_error(slot, sock, e.status, e.code, e.message)
         add = t.req_headers_add
         drop = t.req_headers_remove
+        for old, new in t.req_headers_rename:  # the value goes on under the new name
+            for k in range(slot.nhdr):
+                ns = slot.hdr[4 * k]
+                if bytes(buf[ns : slot.hdr[4 * k + 1]]).lower() == old:
+                    add += new + b": " + bytes(buf[slot.hdr[4 * k + 2] : slot.hdr[4 * k + 3]]) + b"\r\n"
+            drop += (old,)
         if t.grpc is not None:  # the service answers in the framing the Accept header asks for
             add += b"X-Grpc-Web: 1\r\nAccept: application/grpc-web+proto\r\n"
             drop += (b"accept",)
@@ -203,6 +209,9 @@ class MediationIO:
             if slot.method == hp.METHOD_HEAD:  # no body came: say what GET would, if known
                 cl = httpmsg.header(headers, b"content-length") if not t.converts_response() else None
                 length = int(cl) if cl is not None and cl.isdigit() else -1
+            if t.resp_headers_rename:
+                names = dict(t.resp_headers_rename)
+                headers = [(names[n].lower(), names[n], v) if n in names else (n, m, v) for n, m, v in headers]
             head = httpmsg.compose_head(status, reason, headers, t.resp_headers_remove, media, length, extra, True, 11)
             if (
                 t.policy.cache_ttl

@@ -681,10 +681,11 @@ def _alloc_per_request(gateway, path, n=400):
     return (d - b - (b - a)) / n
 
 
-@pytest.mark.parametrize("path", ["/api/sensors/temp", "/health/ping"])
+@pytest.mark.parametrize("path", ["/api/sensors/temp", "/health/ping", "/cached/sensors/temp"])
 def test_keep_alive_requests_allocate_next_to_nothing(gateway, path):
-    # Proxied and direct answers allocate nothing per request; the margin covers the reaper's
-    # rounds and the upstream pool's sweeps, which run while the requests do.
+    # Proxied and direct answers, and answers from the response cache, allocate nothing per
+    # request; the margin covers the reaper's rounds and the upstream pool's sweeps, which run
+    # while the requests do.
     assert _alloc_per_request(gateway, path) < 64
 
 

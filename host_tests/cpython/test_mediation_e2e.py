@@ -64,9 +64,9 @@ MEDIATION = {
                 "to": "xml",
                 "rename": {"sensor": "name"},
                 "drop": ["secret"],
-                "headers": {"add": {"X-Mediated": "yes"}, "remove": ["X-Remove-Me"]},
+                "headers": {"add": {"X-Mediated": "yes"}, "remove": ["X-Remove-Me"], "rename": {"X-Old": "X-New"}},
             },
-            "response": {"drop": ["raw_headers"]},
+            "response": {"drop": ["raw_headers"], "headers": {"rename": {"Server": "X-Upstream-Server"}}},
             "xml_root": "reading",
         },
         "xml-fixed": {"request": {"to": "xml"}, "response": {"to": "xml", "drop": ["raw_headers"]}},
@@ -249,12 +249,13 @@ def gw(e2e, upstreams, lab, tmp_path_factory):
 
 def test_json_request_reaches_the_service_as_xml_with_header_and_field_rules(gw):
     sent = {"sensor": "t1", "value": 21.5, "secret": "hunter2"}
-    status, hdrs, body = post_json(gw, "/m/xml", sent, {"X-Remove-Me": "1", "X-Keep": "2"})
+    status, hdrs, body = post_json(gw, "/m/xml", sent, {"X-Remove-Me": "1", "X-Keep": "2", "X-Old": "3"})
     assert status == 200 and hdrs["Content-Type"] == "application/json", body
+    assert hdrs["X-Upstream-Server"] == "apigw-demo" and "Server" not in hdrs  # renamed on the way back
     echo = json.loads(body)
     seen = echo["headers"]
     assert seen["content-type"] == "application/xml" and seen["x-mediated"] == "yes" and seen["x-keep"] == "2"
-    assert "x-remove-me" not in seen
+    assert "x-remove-me" not in seen and "x-old" not in seen and seen["x-new"] == "3"  # renamed on the way up
     root = ET.fromstring(echo["body"].encode())
     assert root.tag == "reading" and sorted(c.tag for c in root) == ["name", "value"]  # renamed, dropped
     assert root.findtext("name") == "t1" and float(root.findtext("value")) == 21.5
