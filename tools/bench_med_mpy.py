@@ -218,7 +218,7 @@ class _Calls:
         self.mio.before(self.slot, self.sink, self.rid, self.tid)
 
     def compose_medio(self):
-        self.mio._send_cached(self.slot, self.sink, self.entry)
+        self.mio._send_cached(self.slot, self.sink, self.entry, self.now)
 
     def stage_server(self):  # the Server's own methods, before medio.py
         self.srv._mediate_request(self.slot, self.sink, self.rid, self.tid, 0)

@@ -138,6 +138,15 @@ def parse_cache_control(buf, start, end):
 
 
 @micropython.native
+def _key_hash(buf, ps, pe, qs, qe):
+    """24-bit hash of the path buf[ps:pe] followed by the query buf[qs:qe]. No allocation."""
+    h = hash_span(buf, ps, pe)
+    if qe > qs:
+        h = (h * 33 + hash_span(buf, qs, qe)) & 0xFFFFFF  # h < 2**24: the product stays below 2**30
+    return h
+
+
+@micropython.native
 def _credentials(slot):
     """True if the request carries Authorization or Cookie. No allocation."""
     kinds = slot.hkind
@@ -257,19 +266,26 @@ class ResponseCache:
         n = -1
         if (m == hp.METHOD_GET or m == hp.METHOD_HEAD) and not slot.content_length:
             if credentials_ok or not _credentials(slot):
-                n = self._primary(slot)
-        if n < 0:
+                n = slot.path_end - slot.path_start + slot.query_end - slot.query_start
+        if n < 0 or n > self.max_key:
             self.bypass += 1
             return -1
-        h = hash_span(self.kbuf, 0, n) | ((route & 63) << 24)  # 24 + 6 bits: below 2**30
+        # The key (path, then query) is hashed and compared where it is: no copy per lookup.
+        sb = slot.buf
+        ps = slot.path_start
+        pn = slot.path_end - ps
+        qs = slot.query_start
+        h = _key_hash(sb, ps, slot.path_end, qs, slot.query_end) | ((route & 63) << 24)  # below 2**30
         hashes = self.hash
         state = self.state
         routes = self.route  # locals: one attribute lookup each, not one per entry
         plen = self.plen
+        d = self.buf
+        eb = self.entry_bytes
         for i in range(self.entries):
             if hashes[i] != h or state[i] != _READY or routes[i] != route or plen[i] != n:
                 continue
-            if not mem_eq(self.buf, i * self.entry_bytes, self.kbuf, 0, n):
+            if not (mem_eq(d, i * eb, sb, ps, pn) and mem_eq(d, i * eb + pn, sb, qs, n - pn)):
                 continue
             if _since(now_ms, self.expiry[i]) >= 0:
                 self._drop(i)
@@ -300,6 +316,12 @@ class ResponseCache:
         """Entry i's generation: if it changes while a hit is sent, begin() took the entry and the
         bytes not yet sent are gone (end that connection). No allocation."""
         return self.gen[i]
+
+    @micropython.native
+    def age_s(self, i, now_ms):
+        """Entry i's Age in whole seconds (upstream Age counted). No allocation."""
+        a = _since(now_ms, self.born[i])
+        return a // 1000 if a > 0 else 0
 
     @micropython.native
     def write_age(self, i, now_ms, dst, pos):
@@ -337,7 +359,8 @@ class ResponseCache:
         g = (self.gen[i] + 1) & 0x3FFF
         self.gen[i] = g
         mem_move(self.buf, i * self.entry_bytes, self.kbuf, 0, n)
-        self.hash[i] = hash_span(self.kbuf, 0, n) | ((route & 63) << 24)
+        pn = slot.path_end - slot.path_start
+        self.hash[i] = _key_hash(self.kbuf, 0, pn, pn, n) | ((route & 63) << 24)  # as lookup() does
         self.route[i] = route
         self.plen[i] = self.klen[i] = n
         self.nvary[i] = 0
