@@ -13,6 +13,9 @@ from .auth import AuthenticationManager
 from .authgate import AuthGate
 from .authtypes import AuthError
 from .config import ConfigError as AuthConfigError  # the loader's error: main.py reports it
+from .sectioncheck import check_int as _int
+from .sectioncheck import check_object as _obj
+from .sectioncheck import config_path
 
 AUTH_KEYS = ("secrets", "state", "jwt", "limits", "pbkdf2_iterations", "users", "api_keys", "introspection", "policies")
 JWT_KEYS = ("signing_kid", "issuer", "audience", "leeway_s", "ttl_s", "max_len")
@@ -33,32 +36,12 @@ USER_KEYS = ("name", "role", "permissions", "salt", "hash", "iterations")
 KEY_KEYS = ("id", "digest", "service", "role", "permissions")
 
 
-def _obj(value, label, keys):
-    if not isinstance(value, dict):
-        raise AuthConfigError("%s: must be an object" % label)
-    for k in value:
-        if k not in keys and not k.startswith("_"):  # "_..." keys are comments
-            raise AuthConfigError("%s.%s: unknown key (known: %s)" % (label, k, ", ".join(keys)))
-    return value
-
-
-def _int(value, lo, hi, label):
-    if type(value) is not int or not lo <= value <= hi:
-        raise AuthConfigError("%s: must be an integer %d-%d" % (label, lo, hi))
-    return value
-
-
 def _str(value, label, optional=False):
     if value is None and optional:
         return None
     if not isinstance(value, str) or not value:
         raise AuthConfigError("%s: must be a non-empty string" % label)
     return value
-
-
-def _path(cfg, p):
-    base = getattr(cfg, "base_dir", "")
-    return p if p.startswith("/") or not base else base + "/" + p
 
 
 def read_secrets(path):
@@ -101,7 +84,7 @@ def _apply(value, cfg):
         n[k] = _int(lim.get(k, default), lo, hi, "auth.limits." + k)
     keys, client_secret = {}, ""
     if "secrets" in a:
-        keys, client_secret = read_secrets(_path(cfg, _str(a["secrets"], "auth.secrets")))
+        keys, client_secret = read_secrets(config_path(cfg.base_dir, _str(a["secrets"], "auth.secrets")))
     kid = _str(jwt.get("signing_kid"), "auth.jwt.signing_kid", True)
     if kid is not None and kid not in keys:
         raise AuthConfigError("auth.jwt.signing_kid: no key %r in the secrets file" % kid)
@@ -122,7 +105,7 @@ def _apply(value, cfg):
         token_ttl_s=_int(jwt.get("ttl_s", 3600), 1, 30 * 86400, "auth.jwt.ttl_s"),
         max_token_len=_int(jwt.get("max_len", 2048), 128, 8192, "auth.jwt.max_len"),
         pbkdf2_iterations=_int(a.get("pbkdf2_iterations", 1000), 1, 1000000, "auth.pbkdf2_iterations"),
-        state_path=_path(cfg, _str(a["state"], "auth.state")) if "state" in a else None,
+        state_path=config_path(cfg.base_dir, _str(a["state"], "auth.state")) if "state" in a else None,
     )
     users = a.get("users", [])
     if not isinstance(users, list):

@@ -5,6 +5,8 @@ Owns: the error codes, their statuses and default messages, and the JSON bodies,
 auth, mediation, relay) answers through here. Must not do I/O or know the request.
 """
 
+import json
+
 # code -> (status, default message). Codes are short snake_case tokens a client can branch on.
 CODES = {
     "bad_request": (400, "the request is malformed"),
@@ -44,22 +46,6 @@ for _code, (_status, _msg) in CODES.items():
 _bodies = {}  # code -> JSON bytes with the default message
 
 
-def _quote(s):
-    """A JSON string literal (the messages and codes are ASCII the gateway wrote, or a short
-    message from a check: escaped here)."""
-    out = ['"']
-    for ch in s:
-        o = ord(ch)
-        if ch == '"' or ch == "\\":
-            out.append("\\" + ch)
-        elif o < 32:
-            out.append("\\u%04x" % o)
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
 def error_json(status, code=None, message=None):
     """The JSON body for an error. With a known code, its own status and the default message it
     is made once and reused: a dict lookup by an interned str, no allocation after the first time."""
@@ -77,7 +63,7 @@ def error_json(status, code=None, message=None):
 
 
 def _make(status, code, message):
-    return ('{"status":%d,"error":%s,"message":%s}' % (status, _quote(code), _quote(message))).encode()
+    return ('{"status":%d,"error":%s,"message":%s}' % (status, json.dumps(code), json.dumps(message))).encode()
 
 
 def status_of(code):

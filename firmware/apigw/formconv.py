@@ -152,6 +152,11 @@ def _unquote(b, s, e):
         j = span_in(b, s, e, _T_PLAIN)
 
 
+def unquote(data):
+    """One form-encoded value (bytes) as a str; raises ConvError when it is not UTF-8."""
+    return _unquote(data, 0, len(data))
+
+
 def loads(data, typed=False, list_keys=(), max_fields=256):
     """A dict of the pairs in form-encoded data (see the module docstring)."""
     b = data.encode() if isinstance(data, str) else bytes(data)

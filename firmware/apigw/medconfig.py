@@ -7,6 +7,8 @@ present, and main.py drops it with the loader.
 """
 
 from .config import ConfigError
+from .sectioncheck import check_int as _int
+from .sectioncheck import check_object as _obj
 from .mediator import ContentType, MediationError, RequestMediator, Transform
 
 SECTION_KEYS = ("limits", "protobuf", "schemas", "transforms")
@@ -22,22 +24,6 @@ TRANSFORM_KEYS = ("request", "response", "xml_root", "grpc", "cache", "timeout_m
 REQUEST_KEYS = ("from", "to", "message", "schema", "rename", "drop", "headers")
 RESPONSE_KEYS = ("from", "to", "message", "schema", "on_invalid", "rename", "drop", "headers", "status")
 HEADER_KEYS = ("add", "remove", "rename")
-
-
-def _obj(value, label, keys=None):
-    if not isinstance(value, dict):
-        raise ConfigError("%s: must be an object" % label)
-    if keys is not None:
-        for k in value:
-            if k not in keys and not k.startswith("_"):  # "_..." keys are comments
-                raise ConfigError("%s.%s: unknown key (known: %s)" % (label, k, ", ".join(keys)))
-    return value
-
-
-def _int(value, lo, hi, label):
-    if type(value) is not int or not lo <= value <= hi:
-        raise ConfigError("%s: must be an integer %d-%d" % (label, lo, hi))
-    return value
 
 
 def _names(value, label):

@@ -137,6 +137,13 @@ class Transform:
         self.grpc = None  # type: bytes | None # b"/package.Service/Method" for gRPC-Web
         self.policy = MediationPolicy()
         self.cache_vary = ()
+        self.req_converts = False  # set by fix(): converts_request() / converts_response()
+        self.resp_converts = False
+
+    def fix(self):
+        """Work out, once the transform is complete, what a request on it has to do."""
+        self.req_converts = self.converts_request()
+        self.resp_converts = self.converts_response()
 
     def converts_request(self):
         return (
@@ -202,6 +209,7 @@ class RequestMediator:
             raise MediationError(507, "full", "more than %d transforms" % self.max_transforms)
         if self.transform_id(t.name) >= 0:
             raise MediationError(400, "bad_request", "transform %r defined twice" % t.name)
+        t.fix()  # per request the server reads two flags, not a dozen fields
         self.transforms.append(t)
         return len(self.transforms) - 1
 
@@ -316,7 +324,7 @@ class RequestMediator:
         """(bytes to send upstream, ContentType) for a request body of ContentType ctype (-1:
         unknown). Raises MediationError (400 bad body, 415 format not taken, 422 schema)."""
         t = self.transforms[tid]
-        if not t.converts_request():
+        if not t.req_converts:
             return body, ctype
         if t.req_from and ctype not in t.req_from:
             raise MediationError(

@@ -119,7 +119,7 @@ class MediationIO:
             sends_body = slot.body_end > slot.head_end or slot.method & (
                 hp.METHOD_POST | hp.METHOD_PUT | hp.METHOD_PATCH
             )
-            if t.converts_request() and (sends_body or t.grpc is not None):
+            if t.req_converts and (sends_body or t.grpc is not None):
                 out, to = med.transform_request(tid, ctype, bytes(body))
                 media = b"application/grpc-web+proto" if t.grpc is not None else ContentType.MEDIA[to]
             else:
@@ -140,7 +140,7 @@ class MediationIO:
             drop += (b"accept",)
         if media is not None or drop or add:
             slot.fwd_med = Forwarded(out, media, drop, add, t.grpc)
-        if t.converts_response() or t.policy.cache_ttl:
+        if t.resp_converts or t.policy.cache_ttl:
             if not self.free:
                 return self.reply_error(slot, sock, 503, "service_unavailable", "every mediation buffer is in use")
             b = self.free.pop()
@@ -204,14 +204,14 @@ class MediationIO:
                 body = body + trailers_frame(headers)
             media = None
             extra = b""
-            if t.converts_response():
+            if t.resp_converts:
                 st, to, body, extra = med.transform_response(tid, status, ctype, body, self.accept[slot.index])
                 if st != status:
                     status, reason = st, rsp.REASONS.get(st, "OK").encode()
                 media = ContentType.MEDIA[to] if to >= 0 else None
             length = len(body)
             if slot.method == hp.METHOD_HEAD:  # no body came: say what GET would, if known
-                cl = httpmsg.header(headers, b"content-length") if not t.converts_response() else None
+                cl = httpmsg.header(headers, b"content-length") if not t.resp_converts else None
                 length = int(cl) if cl is not None and cl.isdigit() else -1
             if t.resp_headers_rename:
                 names = dict(t.resp_headers_rename)

@@ -11,37 +11,11 @@ request per token, not on the proxy path). Must not do I/O: the server sends wha
 import binascii
 import json
 
+from . import formconv
 from .authtypes import EPOCH_BASE, AuthError, Permission
 
 NO_STORE = b"Cache-Control: no-store\r\nPragma: no-cache\r\n"
 BASIC_CHALLENGE = b'WWW-Authenticate: Basic realm="apigw"\r\n' + NO_STORE
-
-
-def _unquote(s):
-    """application/x-www-form-urlencoded value -> str ("+" is a space, %XX a byte)."""
-    b = s.replace("+", " ").encode()
-    out = bytearray()
-    i = 0
-    while i < len(b):
-        c = b[i]
-        if c == 37 and i + 2 < len(b):
-            out.append(int(b[i + 1 : i + 3].decode(), 16))
-            i += 3
-            continue
-        out.append(c)
-        i += 1
-    return out.decode()
-
-
-def parse_form(body):
-    """{name: value} from a form body (bytes); raises ValueError when it is not one."""
-    out = {}
-    for part in body.decode().split("&"):
-        if not part:
-            continue
-        name, eq, value = part.partition("=")
-        out[_unquote(name)] = _unquote(value)
-    return out
 
 
 def _error(status, code, description, extra=NO_STORE):
@@ -52,9 +26,12 @@ def issue(manager, authorization, body):
     """(status, JSON body bytes, extra header lines) for a token request. authorization: the
     Authorization header value (bytes) or None; body: the request body (bytes)."""
     try:
-        form = parse_form(body)
+        form = formconv.loads(body)  # ConvError is a ValueError
     except (ValueError, UnicodeError):
         return _error(400, "invalid_request", "the body must be application/x-www-form-urlencoded")
+    for v in form.values():
+        if isinstance(v, list):  # RFC 6749 3.2: no parameter may be sent twice
+            return _error(400, "invalid_request", "a parameter is repeated")
     if form.get("grant_type") != "client_credentials":
         return _error(400, "unsupported_grant_type", "only grant_type=client_credentials")
     client_id = form.get("client_id")
@@ -71,7 +48,10 @@ def issue(manager, authorization, body):
         cid, colon, csec = pair.partition(":")
         if not colon:
             return _error(401, "invalid_client", "malformed Basic credentials", BASIC_CHALLENGE)
-        client_id, secret = _unquote(cid), _unquote(csec)
+        try:  # RFC 6749 2.3.1: id and secret are form-encoded before base64
+            client_id, secret = formconv.unquote(cid.encode()), formconv.unquote(csec.encode())
+        except ValueError:
+            return _error(401, "invalid_client", "malformed Basic credentials", BASIC_CHALLENGE)
     if not client_id or secret is None:
         return _error(401, "invalid_client", "client authentication required", BASIC_CHALLENGE)
     if client_id in manager._k_ids:
