@@ -88,6 +88,7 @@ def main(argv=None):
     _drop_module("apigw.config")
     _drop_module("apigw.authconfig")  # the auth section is built: its checks are not needed again
     _drop_module("apigw.medconfig")  # so is the mediation section
+    _drop_module("apigw.sectioncheck")
     if error is not None:
         print("apigw: config error: " + str(error))
         print("apigw: running the last good config " + opts["good"])
