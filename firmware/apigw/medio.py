@@ -9,6 +9,11 @@ cache hit.
 
 from . import httpparse as hp
 from . import relay
+from .chunked import ERROR as CHUNK_ERROR
+from .chunked import MORE as CHUNK_MORE
+from .gwtypes import HealthStatus
+from .resphead import RESERVE
+from .sockio import close as close_socket
 from . import response as rsp
 from .compat import micropython, ticks_ms
 from .native import mem_move
@@ -145,7 +150,9 @@ class MediationIO:
                 return self.reply_error(slot, sock, 503, "service_unavailable", "every mediation buffer is in use")
             b = self.free.pop()
             self.held[slot.index] = b
-            self.server.upstream.relays[slot.index].collect = b
+            rl = self.server.upstream.relays[slot.index]
+            rl.collect = b
+            rl.collector = COLLECTOR
             self.tid[slot.index] = tid
         return 0
 
@@ -253,3 +260,91 @@ class MediationIO:
         if b is not None:
             self.held[slot.index] = None
             self.free.append(b)
+
+
+class Collector:
+    """The relay's collect mode (relay.Relay.collect set): the whole answer goes into a buffer for
+    mediation instead of to the client. Here, not in relay.py, so plain routes do not load it."""
+
+    def start(self, rl, he):
+        """Collect mode: the head and the body bytes that came with it go to the collect buffer."""
+        io = rl.slot.io
+        buf = rl.collect
+        assert buf is not None
+        head = rl.head
+        hl = he - RESERVE
+        extra = rl.n - he if head.has_body(rl.slot.method == hp.METHOD_HEAD) else 0
+        if head.length >= 0 and extra > head.length:
+            extra = head.length
+        if hl + extra > len(buf) or (head.length >= 0 and hl + head.length > len(buf)):
+            rl.abort()
+            return relay.TOO_BIG
+        mem_move(buf, 0, io, RESERVE, hl + extra)
+        rl.head_len = hl
+        rl.collected = hl + extra
+        has_body = head.has_body(rl.slot.method == hp.METHOD_HEAD)
+        rl.reusable = ((not has_body) or head.length >= 0 or head.chunked) and not head.close
+        if not has_body:
+            rl.left = 0
+        elif head.chunked:
+            rl.chunks.reset()
+            r = rl.chunks.feed(buf, hl, hl + extra)
+            if r == CHUNK_ERROR:
+                rl.abort()
+                return relay.FAIL
+            rl.left = 1 if r == CHUNK_MORE else 0
+            if r != CHUNK_MORE:
+                rl.collected = r
+        elif head.length >= 0:
+            rl.left = head.length - extra
+        else:
+            rl.left = 1  # no framing: to the close
+        if rl.left <= 0:
+            return self.done(rl, True)
+        rl.phase = relay.PHASE_COLLECT
+        return 0
+
+    def more(self, rl):
+        buf = rl.collect
+        sock = rl.sock
+        assert buf is not None and sock is not None
+        c = rl.collected
+        if c >= len(buf):
+            rl.abort()
+            return relay.TOO_BIG
+        head = rl.head
+        k = sock.readinto(memoryview(buf)[c:])  # mediated routes allocate (the slice)
+        if k is None:
+            return relay.WAIT_UP_READ
+        if k == 0:
+            if head.length < 0 and not head.chunked:
+                return self.done(rl, True)  # the close is the end
+            rl.abort()
+            return relay.FAIL
+        if head.chunked:
+            r = rl.chunks.feed(buf, c, c + k)
+            if r == CHUNK_ERROR:
+                rl.abort()
+                return relay.FAIL
+            if r != CHUNK_MORE:
+                rl.collected = r
+                return self.done(rl, True)
+        rl.collected = c + k
+        if head.length >= 0:
+            rl.left -= k
+            if rl.left <= 0:
+                return self.done(rl, True)
+        return 0
+
+    def done(self, rl, complete):
+        sock = rl.sock
+        rl.sock = None
+        if complete and rl.reusable:
+            rl.upstream.give_back(rl.svc, sock)
+        else:
+            close_socket(sock)
+        rl.upstream.gw.note_health(rl.svc, HealthStatus.HEALTHY)
+        return relay.COLLECTED
+
+
+COLLECTOR = Collector()

@@ -39,7 +39,7 @@ _SEND = const(0)  # writing the request upstream: io[pos:end], then the writer's
 _HEAD = const(1)  # reading the response head into io[RESERVE:]
 _OUT = const(2)  # writing io[pos:end] to the client
 _BODY = const(3)  # reading the next piece of the body into io
-_COLLECT = const(4)  # reading the body into the collect buffer (mediation: the answer is not streamed)
+PHASE_COLLECT = const(4)  # reading the body into the collect buffer (medio.Collector: mediation)
 
 
 class Relay:
@@ -66,6 +66,7 @@ class Relay:
         # Collect mode (a route whose answer is converted or cached): the whole answer, head then
         # body, goes into this buffer instead of to the client; the server takes it from there.
         self.collect = None  # type: bytearray | None
+        self.collector = None  # medio.Collector: collect mode's code, loaded only with mediation
         self.head_len = 0
         self.collected = 0
 
@@ -175,15 +176,17 @@ class Relay:
                         mem_move(io, RESERVE, io, he, n - he)
                         self.n = RESERVE + n - he
                         continue
-                    if self.collect is not None:
-                        r = self._start_collect(he)
+                    col = self.collector
+                    if self.collect is not None and col is not None:
+                        r = col.start(self, he)
                         if r:
                             return r
                         continue
                     self._start_answer(he)
                     continue
-                if ph == _COLLECT:
-                    r = self._collect_more()
+                if ph == PHASE_COLLECT:
+                    col = self.collector
+                    r = col.more(self) if col is not None else FAIL
                     if r:
                         return r
                     continue
@@ -259,86 +262,6 @@ class Relay:
         self.pos = 0
         self.end = hl + extra
         self.phase = _OUT
-
-    def _start_collect(self, he):
-        """Collect mode: the head and the body bytes that came with it go to the collect buffer."""
-        io = self.slot.io
-        buf = self.collect
-        assert buf is not None
-        head = self.head
-        hl = he - RESERVE
-        extra = self.n - he if head.has_body(self.slot.method == hp.METHOD_HEAD) else 0
-        if head.length >= 0 and extra > head.length:
-            extra = head.length
-        if hl + extra > len(buf) or (head.length >= 0 and hl + head.length > len(buf)):
-            self.abort()
-            return TOO_BIG
-        mem_move(buf, 0, io, RESERVE, hl + extra)
-        self.head_len = hl
-        self.collected = hl + extra
-        has_body = head.has_body(self.slot.method == hp.METHOD_HEAD)
-        self.reusable = ((not has_body) or head.length >= 0 or head.chunked) and not head.close
-        if not has_body:
-            self.left = 0
-        elif head.chunked:
-            self.chunks.reset()
-            r = self.chunks.feed(buf, hl, hl + extra)
-            if r == CHUNK_ERROR:
-                self.abort()
-                return FAIL
-            self.left = 1 if r == CHUNK_MORE else 0
-            if r != CHUNK_MORE:
-                self.collected = r
-        elif head.length >= 0:
-            self.left = head.length - extra
-        else:
-            self.left = 1  # no framing: to the close
-        if self.left <= 0:
-            return self._collect_done(True)
-        self.phase = _COLLECT
-        return 0
-
-    def _collect_more(self):
-        buf = self.collect
-        sock = self.sock
-        assert buf is not None and sock is not None
-        c = self.collected
-        if c >= len(buf):
-            self.abort()
-            return TOO_BIG
-        head = self.head
-        k = sock.readinto(memoryview(buf)[c:])  # mediated routes allocate (the slice)
-        if k is None:
-            return WAIT_UP_READ
-        if k == 0:
-            if head.length < 0 and not head.chunked:
-                return self._collect_done(True)  # the close is the end
-            self.abort()
-            return FAIL
-        if head.chunked:
-            r = self.chunks.feed(buf, c, c + k)
-            if r == CHUNK_ERROR:
-                self.abort()
-                return FAIL
-            if r != CHUNK_MORE:
-                self.collected = r
-                return self._collect_done(True)
-        self.collected = c + k
-        if head.length >= 0:
-            self.left -= k
-            if self.left <= 0:
-                return self._collect_done(True)
-        return 0
-
-    def _collect_done(self, complete):
-        sock = self.sock
-        self.sock = None
-        if complete and self.reusable:
-            self.upstream.give_back(self.svc, sock)
-        else:
-            close_socket(sock)
-        self.upstream.gw.note_health(self.svc, HealthStatus.HEALTHY)
-        return COLLECTED
 
     @micropython.native
     def _finish(self, complete):
