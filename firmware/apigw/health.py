@@ -188,6 +188,9 @@ class HealthChecker:
         """HEALTHY, UNHEALTHY, UNKNOWN or DEGRADED (active checks only). No allocation."""
         return self._health[iid]
 
+    def timeout_ms(self, iid):
+        return self._timeout[iid]
+
     def weight_factor(self, iid):
         """Percent of its weight iid should get: degraded_percent (1..100) if DEGRADED, else 100
         (whether an instance is up at all is health()'s answer). No allocation."""

@@ -124,7 +124,7 @@ class LoadBalancer:
         self._key = table("i", max_instances)  # _mix() of each id for IP_HASH, fixed per id
         for i in range(max_instances):
             self._key[i] = _mix(i * 0x9E3)  # < 16384 * 2531 < 2**26
-        self._hosts = [None] * max_instances
+        self._hosts: list = [None] * max_instances  # host per instance, as bytes
         self._head = table("h", max_pools, _NONE)
         self._size = table("H", max_pools)
         self._strategy = bytearray(max_pools)
@@ -166,7 +166,7 @@ class LoadBalancer:
             raise LbError("load balancer: instance table full (%d instances)" % self.max_instances)
         self._pool[iid] = pool
         self._next[iid] = _NONE
-        self._hosts[iid] = host
+        self._hosts[iid] = host if isinstance(host, bytes) else host.encode()  # bytes: the relay copies it
         self._port[iid] = port
         self._weight[iid] = weight
         self._health[iid] = HealthStatus.UNKNOWN
@@ -269,20 +269,50 @@ class LoadBalancer:
     # -- selection (no allocation) ---------------------------------------------------------------
 
     @micropython.native
-    def select_instance(self, pool, client_hash=0):
+    def select_instance(self, pool, client_hash=0, exclude=_NONE):
         """The instance to send a request to, or -1 if the pool has no selectable instance (or no
-        such pool). client_hash (from client_hash()) is used by IP_HASH only. No allocation."""
+        such pool). client_hash (from client_hash()) is used by IP_HASH only; exclude is an
+        instance not to choose this time (the one that just failed: failover). No allocation."""
         if pool < 0 or pool >= len(self._names) or self._head[pool] < 0:
             return _NONE
         s = self._strategy[pool]
         if s == BalancingStrategy.WEIGHTED_ROUND_ROBIN:
-            return self._select_wrr(pool)
+            return self._select_wrr(pool, exclude)
         if s == BalancingStrategy.IP_HASH:
-            return self._select_hash(pool, client_hash)
-        return self._select_scan(pool, s == BalancingStrategy.LEAST_CONNECTIONS)
+            return self._select_hash(pool, client_hash, exclude)
+        return self._select_scan(pool, s == BalancingStrategy.LEAST_CONNECTIONS, exclude)
 
     @micropython.native
-    def _select_scan(self, pool, least):
+    def select_any(self, pool, exclude=_NONE):
+        """Panic mode, when select_instance() found nothing: the next instance in round-robin order
+        whatever its health or ejection (drained ones still excluded), or -1. No allocation."""
+        if pool < 0 or pool >= len(self._names) or self._head[pool] < 0:
+            return _NONE
+        nxt = self._next
+        flags = self._flags
+        head = self._head[pool]
+        i = self._cursor[pool]
+        if i < 0:
+            i = head
+        k = self._size[pool]
+        while k > 0:
+            if i != exclude and not flags[i] & _DRAINED:
+                self._cursor[pool] = nxt[i]
+                return i
+            i = nxt[i]
+            if i < 0:
+                i = head
+            k -= 1
+        return _NONE
+
+    @micropython.native
+    def health_check(self, iid):
+        """True if iid is in rotation: up (HEALTHY, DEGRADED or UNKNOWN), not drained, not ejected.
+        False for ids not in use. No allocation."""
+        return 0 <= iid < self.max_instances and self._pool[iid] >= 0 and self._tier[iid] > 0
+
+    @micropython.native
+    def _select_scan(self, pool, least, exclude):
         """Round robin, or least connections with ties by round robin, from the cursor."""
         nxt = self._next
         tier = self._tier
@@ -296,7 +326,7 @@ class LoadBalancer:
         bc = 0
         k = self._size[pool]
         while k > 0:
-            t = tier[i]
+            t = tier[i] if i != exclude else 0
             if t > bt or (t == bt and t > 0 and least and conns[i] < bc):
                 best = i
                 bt = t
@@ -312,7 +342,7 @@ class LoadBalancer:
         return best
 
     @micropython.native
-    def _select_wrr(self, pool):
+    def _select_wrr(self, pool, exclude):
         """nginx's smooth weighted round robin over the selectable instances, in list order."""
         nxt = self._next
         ew = self._ew
@@ -323,7 +353,7 @@ class LoadBalancer:
         i = self._head[pool]
         while i >= 0:
             w = ew[i]
-            if w:
+            if w and i != exclude:
                 c = cur[i] + w
                 cur[i] = c
                 total += w
@@ -336,7 +366,7 @@ class LoadBalancer:
         return best
 
     @micropython.native
-    def _select_hash(self, pool, client):
+    def _select_hash(self, pool, client, exclude):
         """Highest rendezvous score among the selectable instances; ties to the first in the list."""
         nxt = self._next
         tier = self._tier
@@ -346,7 +376,7 @@ class LoadBalancer:
         bs = -1
         i = self._head[pool]
         while i >= 0:
-            if tier[i]:
+            if tier[i] and i != exclude:
                 s = _mix(client ^ key[i])  # = _score(client, i)
                 if s > bs:
                     best = i
@@ -358,6 +388,30 @@ class LoadBalancer:
     def client_hash(buf, start, end):
         """30-bit hash of a client address buf[start:end] (e.g. the peer IP as text). No allocation."""
         return _mix(hash_span(buf, start, end))
+
+    # -- lookups (no allocation unless said) -------------------------------------------------------
+
+    def pool_of(self, iid):
+        """The pool id of instance iid, or -1 if the id is not in use."""
+        return self._pool[iid] if 0 <= iid < self.max_instances else _NONE
+
+    def strategy(self, pool):
+        return self._strategy[pool]
+
+    def host(self, iid):
+        """iid's host as bytes (the relay writes it into the Host header without a copy)."""
+        return self._hosts[iid]
+
+    def port(self, iid):
+        return self._port[iid]
+
+    def find_instance(self, pool, host, port):
+        """The id of pool's instance at host:port (host str or bytes), or -1 (allocates: encodes)."""
+        hb = host if isinstance(host, bytes) else host.encode()
+        for i in self._members(pool):
+            if self._port[i] == port and self._hosts[i] == hb:
+                return i
+        return _NONE
 
     # -- display (allocates) ---------------------------------------------------------------------
 
@@ -372,7 +426,14 @@ class LoadBalancer:
     def get_instance(self, iid):
         self._check_instance(iid)
         drained = bool(self._flags[iid] & _DRAINED)
-        args = (self._hosts[iid], self._port[iid], self._weight[iid], self._health[iid], self._conns[iid], drained)
+        args = (
+            self._hosts[iid].decode(),
+            self._port[iid],
+            self._weight[iid],
+            self._health[iid],
+            self._conns[iid],
+            drained,
+        )
         return ServiceInstance(iid, *args, pool=self._pool[iid])
 
     def pools(self):
