@@ -88,6 +88,7 @@ def main(argv=None):
     _drop_module("apigw.config")
     _drop_module("apigw.authconfig")  # the auth section is built: its checks are not needed again
     _drop_module("apigw.medconfig")  # so is the mediation section
+    _drop_module("apigw.lbconfig")  # and the pools section
     _drop_module("apigw.sectioncheck")
     if error is not None:
         print("apigw: config error: " + str(error))
@@ -97,10 +98,14 @@ def main(argv=None):
     if board is not None:
         board.setup(config)
     gc.collect()
-    from apigw.server import Server  # imported after the loader is gone: a lower peak at boot
+    gc.threshold(2048)  # as while loading: the server's code goes in without leaving small gaps
+    try:
+        from apigw.server import Server  # imported after the loader is gone: a lower peak at boot
 
-    pool = pools[0] if pools and len(pools[0]) == config.listen.slots else None
-    server = Server(config, on_tick=board.feed_watchdog if board is not None else None, pool=pool)
+        pool = pools[0] if pools and len(pools[0]) == config.listen.slots else None
+        server = Server(config, on_tick=board.feed_watchdog if board is not None else None, pool=pool)
+    finally:
+        gc.threshold(-1)
     gc.collect()  # start serving with the boot garbage gone
     try:
         asyncio.run(_run(server))

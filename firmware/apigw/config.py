@@ -52,7 +52,8 @@ LIMITS = (
 )
 SHELL = (("enabled", 0, 0), ("host", 0, 0), ("port", 1, 65535))
 SCHEMAS = {"listen": (Listen, LISTEN), "limits": (Limits, LIMITS), "shell": (Shell, SHELL)}
-SERVICE_KEYS = ("name", "host", "port", "timeout_ms", "keepalive")
+SERVICE_KEYS = ("name", "host", "port", "pool", "timeout_ms", "keepalive")
+ARRAYS = ("services", "routes", "pools")  # top-level arrays read one element at a time
 ROUTE_KEYS = (
     "path",
     "match",
@@ -69,6 +70,8 @@ ROUTE_KEYS = (
 
 # Extension sections: name -> handler(value, config), called after routes are loaded.
 SECTIONS = {}
+# Sections whose code is loaded only when a config has them (authconfig, medconfig, lbconfig).
+LAZY_SECTIONS = ("auth", "mediation", "balancer")
 
 
 class ConfigError(ValueError):
@@ -258,26 +261,6 @@ def _section(name, value):
     return s
 
 
-def _tls_files(listen, base_dir):
-    """listen.tls_cert and tls_key: both or neither. A relative path starts in the config file's
-    folder; each file must be readable, so a config naming a missing one is refused (and the
-    last good one runs). Whether the files hold a usable certificate and key is tls.py's check."""
-    if bool(listen.tls_cert) != bool(listen.tls_key):
-        given, other = ("tls_cert", "tls_key") if listen.tls_cert else ("tls_key", "tls_cert")
-        raise ConfigError("listen.%s: required with listen.%s" % (other, given))
-    for field in ("tls_cert", "tls_key"):
-        name = getattr(listen, field)
-        if not name:
-            continue
-        if base_dir and not name.startswith("/"):
-            name = base_dir + "/" + name
-            setattr(listen, field, name)
-        try:
-            open(name, "rb").close()
-        except OSError as e:
-            raise ConfigError("listen.%s: cannot read %s (%s)" % (field, name, e))
-
-
 def _gateway_error(e, label):
     msg = e.message
     where = "%s.%s" % (label, e.field) if e.field else label
@@ -286,20 +269,23 @@ def _gateway_error(e, label):
     return ConfigError("%s: %s" % (where, msg))
 
 
-def _add_service(gw, d, label, defaults):
+def _add_service(gw, d, label, defaults, pools):
     _keys(d, label, SERVICE_KEYS)
-    for k in ("name", "host", "port"):
+    pool = d.get("pool")  # instead of host and port (lbconfig checks it)
+    for k in ("name",) if pool is not None else ("name", "host", "port"):
         if k not in d:
             raise ConfigError("%s.%s: required" % (label, k))
     name = _check(d["name"], "", 0, 0, label + ".name")
-    host = _check(d["host"], "", 0, 0, label + ".host")
-    port = _check(d["port"], 1, 1, 65535, label + ".port")
+    host = _check(d["host"], "", 0, 0, label + ".host") if pool is None else None
+    port = _check(d["port"], 1, 1, 65535, label + ".port") if pool is None else 0
     timeout = _check(d.get("timeout_ms", defaults.timeout_ms), 1, 1, _MS, label + ".timeout_ms")
     keep = _check(d.get("keepalive", defaults.keepalive), True, 0, 0, label + ".keepalive")
     try:
-        gw.register_service(name, host, port, timeout, keep)
+        sid = gw.register_service(name, host, port, timeout, keep, pool is not None)
     except GatewayError as e:
         raise _gateway_error(e, label)
+    if pool is not None:
+        pools.append((sid, pool, label, "host" in d or "port" in d))  # resolved by lbconfig
 
 
 def _add_route(gw, d, label, policies, transforms):
@@ -359,18 +345,21 @@ def load_config_stream(stream, gateway=None, before_tables=None, base_dir=""):
             continue
         if key in values or key in arrays or key in extra:
             raise ConfigError("%s: duplicate key" % key)
-        if key == "services" or key == "routes":
+        if key in ARRAYS:
             if first != 91:
                 raise ConfigError("%s: must be an array" % key)
             arrays[key] = start
         elif key in SCHEMAS:
             values[key] = _loads(text, key, start)
-        elif key in SECTIONS or key == "auth" or key == "mediation":
+        elif key in SECTIONS or key in LAZY_SECTIONS:
             extra[key] = _loads(text, key, start)
         else:
             raise ConfigError("%s: unknown section" % key)
     listen = _section("listen", values.get("listen", {}))
-    _tls_files(listen, base_dir)
+    if listen.tls_cert or listen.tls_key:
+        from .sectioncheck import tls_files  # only a TLS config loads the check
+
+        tls_files(listen, base_dir)
     lim = _section("limits", values.get("limits", {}))
     shell = _section("shell", values.get("shell", {}))
     values = None
@@ -390,7 +379,7 @@ def load_config_stream(stream, gateway=None, before_tables=None, base_dir=""):
             if i >= gw.max_services:
                 raise ConfigError("services: more than limits.services (%d)" % gw.max_services)
             label = "services[%d]" % i
-            _add_service(gw, _loads(text, label, start), label, defaults)
+            _add_service(gw, _loads(text, label, start), label, defaults, cfg.service_pools)
             defaults.count += 1
     if "routes" in arrays:
         for i, text, start, first in _members(stream, arrays["routes"], False, _all, "routes"):
@@ -399,7 +388,7 @@ def load_config_stream(stream, gateway=None, before_tables=None, base_dir=""):
             label = "routes[%d]" % i
             _add_route(gw, _loads(text, label, start), label, cfg.route_policies, cfg.route_transforms)
     for name in extra:
-        if name == "auth" or name == "mediation":
+        if name in LAZY_SECTIONS:
             continue
         SECTIONS[name](extra[name], cfg)
         cfg.extra[name] = extra[name]
@@ -415,11 +404,15 @@ def load_config_stream(stream, gateway=None, before_tables=None, base_dir=""):
         apply_mediation(extra["mediation"], cfg)
     elif cfg.route_transforms:
         raise ConfigError("%s.transform: transforms need a mediation section" % cfg.route_transforms[0][2])
+    if "pools" in arrays or "balancer" in extra or cfg.service_pools:
+        from .lbconfig import apply_pools  # only a config with pools loads the balancer's code
+
+        apply_pools(cfg, stream, arrays.get("pools"), extra.get("balancer"))
     return cfg
 
 
 def _small_section(key):
-    return key != "services" and key != "routes"
+    return key not in ARRAYS
 
 
 def _all(key):

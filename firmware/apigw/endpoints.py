@@ -2,7 +2,8 @@
 authendpoints.py, loaded only when the config has an auth section.
 
 Owns: answering GET /_gw/health, POST /_gw/token (tokenendpoint.py makes the token) and GET
-/_gw/auth (Admin only); anything else under /_gw/ is 404. Must not route or proxy. Allocates (JSON
+/_gw/auth (Admin only), and /_gw/registry (self-registration, lbendpoints.py, loaded only when
+the config has it); anything else under /_gw/ is 404. Must not route or proxy. Allocates (JSON
 documents): these are not on the proxy path.
 """
 
@@ -15,6 +16,7 @@ from .sockio import send_all
 GW_HEALTH = b"/_gw/health"
 GW_TOKEN = b"/_gw/token"
 GW_AUTH = b"/_gw/auth"
+GW_REGISTRY = b"/_gw/registry"
 
 
 def is_path(slot, path):
@@ -44,6 +46,10 @@ class GatewayEndpoints:
             from .authendpoints import serve_auth  # only a config with an auth section loads it
 
             return await serve_auth(self.server, slot, sock, wait)
+        elif srv.balancer is not None and mem_eq(slot.buf, slot.path_start, GW_REGISTRY, 0, 13):
+            from .lbendpoints import serve_registry  # only a config with pools loads it (it checks the rest)
+
+            return await serve_registry(srv, slot, sock, wait)
         else:
             left = srv._reply_error(slot, sock, 404, slot.keep_alive, 0)
         if left:

@@ -61,6 +61,7 @@ class ServiceEndpoint:
         self.timeout_ms = timeout_ms
         self.keepalive = keepalive
         self.routes = routes  # how many routes forward to it
+        self.pool = -1  # the load-balancer pool it sends to, or -1: its own host and port
 
     def __repr__(self):
         return "<ServiceEndpoint %d %s %s:%d %s>" % (

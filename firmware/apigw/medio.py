@@ -11,9 +11,7 @@ from . import httpparse as hp
 from . import relay
 from .chunked import ERROR as CHUNK_ERROR
 from .chunked import MORE as CHUNK_MORE
-from .gwtypes import HealthStatus
 from .resphead import RESERVE
-from .sockio import close as close_socket
 from . import response as rsp
 from .compat import micropython, ticks_ms
 from .native import mem_move
@@ -339,11 +337,8 @@ class Collector:
     def done(self, rl, complete):
         sock = rl.sock
         rl.sock = None
-        if complete and rl.reusable:
-            rl.upstream.give_back(rl.svc, sock)
-        else:
-            close_socket(sock)
-        rl.upstream.gw.note_health(rl.svc, HealthStatus.HEALTHY)
+        rl.answered(rl.head.status)
+        rl.finished(sock, complete and rl.reusable)
         return relay.COLLECTED
 
 

@@ -9,6 +9,10 @@ heap of a board a 460-byte generator per request is the biggest allocation there
 
 One Relay per slot, made at boot. Idle connections are the Upstream pool's; timeouts are the
 server reaper's (it cancels the connection task, and the server calls abort()).
+
+The target is a service's own host and port here. With pools, lbio.PoolRelay (a subclass, so a
+config without pools loads none of its code) sends to a pool's instance, reports every outcome to
+the balancer and fails over to another instance when that is safe.
 """
 
 from . import httpparse as hp
@@ -23,6 +27,8 @@ from .resphead import RESERVE, ResponseHead
 from .slot import STREAM, UPSTREAM
 from .sockio import close as close_socket
 from .sockio import send_now
+
+INSTANCE_KEY = const(4096)  # upstream pool keys: service ids below, load-balancer instances from here
 
 # What step() asks of the caller.
 WAIT_UP_READ = const(1)
@@ -43,6 +49,14 @@ PHASE_COLLECT = const(4)  # reading the body into the collect buffer (medio.Coll
 
 
 class Relay:
+    """A proxied request to a service's own host and port. lbio.PoolRelay, used when the config
+    has pools, sends to a pool's instances instead; these class attributes are its fields, so a
+    plain relay holds nothing for them."""
+
+    iid = -1  # the load-balancer instance in use (PoolRelay), or -1
+    extra = None  # a header line for the answer (PoolRelay: a sticky-session Set-Cookie)
+    extra_len = 0
+
     def __init__(self, upstream, slot):
         self.upstream = upstream
         self.slot = slot
@@ -53,6 +67,7 @@ class Relay:
         self.sock = None  # the upstream connection in use
         self.client = None
         self.svc = -1
+        self.sent = False  # bytes of the request went upstream on this attempt
         self.timeout_ms = 0
         self.reused = False
         self.retried = False
@@ -71,8 +86,9 @@ class Relay:
         self.collected = 0
 
     @micropython.native
-    def begin(self, svc, client, timeout_ms):
-        """Start relaying the slot's request to service svc. Returns what step() would."""
+    def begin(self, svc, client, timeout_ms, iid=-1):
+        """Start relaying the slot's request to service svc (iid: PoolRelay's). Returns what step()
+        would."""
         self.svc = svc
         self.client = client
         self.timeout_ms = timeout_ms
@@ -83,6 +99,7 @@ class Relay:
     def _attach(self, sock):
         slot = self.slot
         slot.phase = UPSTREAM
+        self.sent = False
         if sock is None:
             self.reused = False
             slot.deadline = ticks_add(ticks_ms(), self.upstream.connect_timeout_ms)
@@ -99,35 +116,58 @@ class Relay:
         self.sock = sock
         slot.deadline = ticks_add(ticks_ms(), self.timeout_ms)
         st = up.gw.strtab
-        host = up.gw.service_host_id(self.svc)
         pre = slot.fwd_prefix
         poff = st.offset(pre) if pre >= 0 else 0
         plen = st.length(pre) if pre >= 0 else 0
-        self.writer.start(
-            slot, st.buf, st.offset(host), st.length(host), up.gw.service_port(self.svc), st.buf, poff, plen
-        )
+        if self.iid >= 0:
+            self.start_writer(slot, st.buf, poff, plen)  # type: ignore  # lbio.PoolRelay's: Host is the instance's
+        else:
+            host = up.gw.service_host_id(self.svc)
+            self.writer.start(
+                slot, st.buf, st.offset(host), st.length(host), up.gw.service_port(self.svc), st.buf, poff, plen
+            )
         self.phase = _SEND
         self.pos = self.end = 0
         return self.step()
 
     def fail(self):
-        """The upstream cannot answer (refused, closed, garbled): FAIL, and note the service down."""
-        self.abort()
+        """The upstream cannot answer (refused, closed, garbled): FAIL (502), and note the service
+        down."""
+        self._close()
         self.upstream.gw.note_health(self.svc, HealthStatus.UNHEALTHY)
         return FAIL
 
-    def host(self):
+    def target(self):
+        """(host, port, getaddrinfo entry or None) to connect to (allocates: new connections)."""
         gw = self.upstream.gw
-        return gw.strtab.get_str(gw.service_host_id(self.svc))  # allocates: new connections only
-
-    def port(self):
-        return self.upstream.gw.service_port(self.svc)
+        return gw.strtab.get_str(gw.service_host_id(self.svc)), gw.service_port(self.svc), None
 
     def abort(self):
         """Drop the upstream connection (a timeout cancelled the request, or the client left)."""
+        self._close()
+        self._release()
+
+    def _close(self):
         if self.sock is not None:
             close_socket(self.sock)
             self.sock = None
+
+    def _release(self):
+        """The request is done with its target (PoolRelay: the instance's connection count)."""
+
+    def answered(self, status):
+        """A response head came from the target: it is up."""
+        self.upstream.gw.note_health(self.svc, HealthStatus.HEALTHY)
+
+    def finished(self, sock, keep):
+        """The answer ended: keep sock for the target's next request (keep, and the service keeps
+        connections alive) or close it. No allocation."""
+        up = self.upstream
+        if keep and up.gw.service_keepalive(self.svc):
+            up.give_back(self.svc, sock)
+        else:
+            close_socket(sock)
+        self._release()
 
     @micropython.native
     def step(self):
@@ -143,7 +183,10 @@ class Relay:
                 ph = self.phase
                 if ph == _SEND:
                     if self.pos < self.end:
-                        self.pos += send_now(sock, io, self.pos, self.end)
+                        k = send_now(sock, io, self.pos, self.end)
+                        if k:
+                            self.sent = True
+                        self.pos += k
                         if self.pos < self.end:
                             return WAIT_UP_WRITE
                     k = self.writer.fill(io)
@@ -233,13 +276,12 @@ class Relay:
         slot = self.slot
         io = slot.io
         head = self.head
-        up = self.upstream
-        up.gw.note_health(self.svc, HealthStatus.HEALTHY)
+        self.answered(head.status)
         has_body = head.has_body(slot.method == hp.METHOD_HEAD)
         delimited = (not has_body) or head.length >= 0 or head.chunked
         self.client_close = (not slot.keep_alive) or not delimited
         self.reusable = delimited and not head.close
-        hl = head.rewrite(io, RESERVE, self.client_close, slot.version)
+        hl = head.rewrite(io, RESERVE, self.client_close, slot.version, self.extra, self.extra_len)
         extra = self.n - he if has_body else 0
         if head.length >= 0 and extra > head.length:
             extra = head.length
@@ -269,20 +311,19 @@ class Relay:
         if it can carry another request; say whether the client connection can."""
         sock = self.sock
         self.sock = None
-        if complete and self.reusable:
-            self.upstream.give_back(self.svc, sock)
-        else:
-            close_socket(sock)
+        self.finished(sock, complete and self.reusable)
         if not complete or self.client_close:
             return DONE_CLOSE
         return DONE_KEEP
 
     def _failed(self):
         """A socket error. Before the answer started: retry once on a fresh connection when a
-        kept-alive one turned out stale, else FAIL (502). After: end the client connection."""
-        self.abort()
+        kept-alive one turned out stale, else fail() (another instance, or 502). After: end the
+        client connection."""
         if self.slot.resp_started:
+            self.abort()
             return DONE_CLOSE
+        self._close()
         if self.reused and not self.retried:
             self.retried = True
             return self._attach(None)

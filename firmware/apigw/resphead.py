@@ -21,8 +21,11 @@ _V_CLOSE = b"close"
 _V_KEEP_ALIVE = b"keep-alive"
 _V_CHUNKED = b"chunked"
 
-# Room left in front of the head so rewrite() can add lines without overtaking unread bytes.
-RESERVE = 64
+# Room left in front of the head so rewrite() can add lines without overtaking unread bytes:
+# Via and Connection (40 bytes at most) and one extra line (a sticky-session Set-Cookie, at most
+# MAX_EXTRA bytes).
+RESERVE = 128
+MAX_EXTRA = 86
 
 
 class ResponseHead:
@@ -106,9 +109,10 @@ class ResponseHead:
         return he
 
     @micropython.native
-    def rewrite(self, buf, start, client_close, client_version):
+    def rewrite(self, buf, start, client_close, client_version, extra=None, extra_len=0):
         """Rewrite the head parsed at buf[start:head_end] into buf[0:], dropping hop-by-hop lines
-        and adding Via and Connection. start must be >= RESERVE. Returns the new head length.
+        and adding Via, Connection and extra[:extra_len] (header lines with their CRLF, at most
+        MAX_EXTRA bytes). start must be >= RESERVE. Returns the new head length.
         Writes never overtake reads: the output starts RESERVE bytes behind the input and grows by
         less than that. No allocation."""
         he = self.head_end
@@ -129,6 +133,9 @@ class ResponseHead:
             line = eol
         mem_move(buf, w, VIA_11, 0, len(VIA_11))
         w += len(VIA_11)
+        if extra_len > 0 and extra is not None:
+            mem_move(buf, w, extra, 0, extra_len)
+            w += extra_len
         if client_close:
             mem_move(buf, w, CONN_CLOSE, 0, len(CONN_CLOSE))
             w += len(CONN_CLOSE)

@@ -24,6 +24,7 @@ from .routetable import NO_POLICY
 from .slot import BODY, FREE, HEAD, IDLE, UPSTREAM, SlotPool
 from .sockio import IOWait, connect, install, pin, send_all, send_now
 from .sockio import close as close_socket
+from .relay import Relay
 from .upstream import Upstream
 
 GW_PREFIX = b"/_gw/"
@@ -82,13 +83,21 @@ class Server:
         # tables, so the 8 KB buffers get an unfragmented heap).
         self.pool = pool or SlotPool(lc.slots, lc.request_buffer, lc.io_buffer, lc.max_headers)
         self.waits = [IOWait() for _ in range(lc.slots)]  # one per slot, made at boot
+        # Load balancing: the pools' balancer (lbio.Balancer), when the config has pools.
+        self.balancer = b = getattr(config, "balancer", None)
         self.upstream = Upstream(
             self.gw,
             self.pool.slots,
-            max_idle_per_service=lc.slots,  # as many as can be busy at once: no connection churn
-            idle_ms=4000,  # below the 5 s keep-alive timeout common in HTTP servers
+            # as many as can be busy at once: no connection churn
+            max_idle_per_target=b.max_idle_per_instance if b is not None else lc.slots,
+            idle_ms=b.idle_ms if b is not None else 4000,  # below the 5 s keep-alive common in servers
             connect_timeout_ms=lc.connect_timeout_ms,
+            max_idle=b.max_idle if b is not None else 0,
+            relay=b.relay_class() if b is not None else Relay,
         )
+        if b is not None:
+            self.upstream.balancer = b
+            b.attach(self.upstream)
         self.stats = Stats()
         self.waiters = []  # [event, slot] per queued connection, oldest first
         self.started = ticks_ms()
@@ -119,6 +128,8 @@ class Server:
             self.tls = ServerTLS(lc)
         self.listener = await asyncio.start_server(self._on_connect, lc.host, lc.port, backlog=lc.slots + lc.queue_max)
         self.reaper = asyncio.create_task(self._reap())
+        if self.balancer is not None:
+            self.balancer.start()  # health probes, re-resolution, registry expiry
         self.log("apigw " + __version__ + " listening on " + lc.host + ":" + str(lc.port))
 
     async def stop(self, deadline_ms=None):
@@ -139,6 +150,8 @@ class Server:
             if slot.task is not None:
                 slot.task.cancel()
         await asyncio.sleep_ms(0)
+        if self.balancer is not None:
+            self.balancer.stop()
         self.upstream.close_all()
         if self.reaper is not None:
             self.reaper.cancel()
@@ -275,12 +288,26 @@ class Server:
             status = 408
         elif phase == UPSTREAM and not slot.resp_started:
             status = 504
+            rl = self.upstream.relays[slot.index]
+            if rl.iid >= 0 and self.balancer is not None:
+                self.balancer.passive(rl.iid, False)  # too slow counts against the instance
         if status:
             self.stats.timeouts += 1
             try:
                 self._reply_error(slot, sock, status, False, 0)
             except OSError:
                 pass
+
+    def _instance(self, slot, sock, svc, rl):
+        """Load balancing: the instance of svc's pool for the request (lbio.Balancer.pick), or, with
+        none in rotation, the 503 (with Retry-After) sent as far as the socket takes it: -2, or -3
+        when some of it is left. No allocation."""
+        b = self.balancer
+        assert b is not None
+        iid = b.pick(slot, self.gw.service_pool(svc), rl)
+        if iid >= 0:
+            return iid
+        return -3 if self._send(slot, sock, 503, None, b.unavailable, b.retry_after) == 1 else -2
 
     @micropython.native
     def _reply_error(self, slot, sock, status, keep_alive, allow):
@@ -300,7 +327,7 @@ class Server:
         lc = self.listen
         gw = self.gw
         stats = self.stats
-        relays = self.upstream.relays
+        rl = self.upstream.relays[slot.index]
         buf = slot.buf
         io = slot.io
         size = len(buf)
@@ -376,10 +403,14 @@ class Server:
                             if more:
                                 await self._send_rest(slot, sock, wait, body, more)
                     if svc >= 0:
+                        iid = self._instance(slot, sock, svc, rl) if gw.service_pool(svc) >= 0 else -1
+                        if iid < -1:  # no instance in rotation: 503 sent (-3: part of it is left)
+                            left = iid == -3
+                            svc = -2
+                    if svc >= 0:
                         # The relay does the work and says what it waits for; this loop does the
                         # waiting, so a proxied request creates no coroutine of its own.
-                        rl = relays[slot.index]
-                        w = rl.begin(svc, sock, gw.service_timeout(svc))
+                        w = rl.begin(svc, sock, gw.service_timeout(svc), iid)
                         while w < relay.DONE_KEEP:
                             if w == relay.WAIT_UP_READ:
                                 await wait.readable(rl.sock)
@@ -389,7 +420,7 @@ class Server:
                                 await wait.writable(rl.sock)
                             else:  # relay.CONNECT
                                 try:
-                                    conn = await connect(wait, rl.host(), rl.port())  # new connections only
+                                    conn = await connect(wait, *rl.target())  # new connections only
                                 except OSError:
                                     w = rl.fail()
                                     continue
@@ -499,4 +530,5 @@ class Server:
             "routes": self.gw.get_route_count(),
             "requests": self.stats.requests,
             "auth": None if self.gate is None else {"clock_synced": self.gate.auth.now > 0},
+            "lb": None if self.balancer is None else self.balancer.stats(),
         }

@@ -1,7 +1,7 @@
 """ServiceTable: the service registry that ApiGateway is built on.
 
-Owns: service ids, names, hosts, ports, timeouts, keep-alive flags, health, and the count of
-routes forwarding to each service, in arrays indexed by service id (names and hosts live in the
+Owns: service ids, names, hosts, ports, timeouts, keep-alive flags, health, the load-balancer pool
+a service sends to (-1: its own host and port), and the count of routes forwarding to each service, in arrays indexed by service id (names and hosts live in the
 shared StrTable). Must not know routes beyond that count, do I/O, or allocate in the accessors the
 server calls per request (service_port, service_timeout, service_keepalive, service_host_id).
 """
@@ -12,6 +12,10 @@ from .strtab import StrTableError, table
 
 class ServiceTable:
     """Service registry with every table allocated up front; strings go to strtab."""
+
+    # lb.py pool id per service (-1: its own host): a table lbconfig makes when the config has
+    # pools. A class attribute until then, so a gateway without pools holds nothing for it.
+    _s_pool = None
 
     def __init__(self, strtab, max_services):
         self.max_services = S = max_services
@@ -44,15 +48,18 @@ class ServiceTable:
             return -1
         return self.service_id(name_or_id)
 
-    def register_service(self, name, host, port, timeout_ms=10000, keepalive=True):
-        """Add a service and return its id. Raises GatewayError (full, duplicate, bad value)."""
+    def register_service(self, name, host, port, timeout_ms=10000, keepalive=True, pooled=False):
+        """Add a service and return its id. Raises GatewayError (full, duplicate, bad value).
+        pooled: the service sends to a load-balancer pool (lbconfig sets which), not to host:port."""
         if not isinstance(name, str) or not name:
             raise GatewayError("must be a non-empty string", "name")
         if self.service_id(name) >= 0:
             raise GatewayError("service %r already registered" % name, "name")
-        if not isinstance(host, str) or not host:
+        if pooled:
+            host = None  # (lbconfig gives it its pool)
+        elif not isinstance(host, str) or not host:
             raise GatewayError("must be a non-empty string", "host")
-        if type(port) is not int or not 0 < port < 65536:
+        elif type(port) is not int or not 0 < port < 65536:
             raise GatewayError("must be an integer 1-65535", "port")
         if type(timeout_ms) is not int or not 0 < timeout_ms < 1 << 30:
             raise GatewayError("must be a positive integer", "timeout_ms")
@@ -67,7 +74,7 @@ class ServiceTable:
         except StrTableError as e:
             raise GatewayError(str(e), "name")
         try:
-            hid = st.add(host)
+            hid = st.add(host) if host is not None else -1
         except StrTableError as e:
             st.remove(nid)
             raise GatewayError(str(e), "host")
@@ -78,6 +85,8 @@ class ServiceTable:
         self._s_keep[i] = 1 if keepalive else 0
         self._s_health[i] = HealthStatus.UNKNOWN
         self._s_refs[i] = 0
+        if self._s_pool is not None:
+            self._s_pool[i] = -1
         self._nsvc += 1
         return i
 
@@ -90,7 +99,8 @@ class ServiceTable:
                 "service %r is used by %d route(s)" % (self.strtab.get_str(self._s_name[i]), self._s_refs[i])
             )
         self.strtab.remove(self._s_name[i])
-        self.strtab.remove(self._s_host[i])
+        if self._s_host[i] >= 0:
+            self.strtab.remove(self._s_host[i])
         self._s_name[i] = -1
         self._s_host[i] = -1
         self._nsvc -= 1
@@ -101,16 +111,18 @@ class ServiceTable:
         if i < 0:
             return None
         st = self.strtab
-        return ServiceEndpoint(
+        ep = ServiceEndpoint(
             i,
             st.get_str(self._s_name[i]),
-            st.get_str(self._s_host[i]),
+            st.get_str(self._s_host[i]) if self._s_host[i] >= 0 else None,
             self._s_port[i],
             self._s_health[i],
             self._s_timeout[i],
             bool(self._s_keep[i]),
             self._s_refs[i],
         )
+        ep.pool = self.service_pool(i)
+        return ep
 
     def service_port(self, sid):
         return self._s_port[sid]
@@ -120,6 +132,11 @@ class ServiceTable:
 
     def service_keepalive(self, sid):
         return bool(self._s_keep[sid])
+
+    def service_pool(self, sid):
+        """The load-balancer pool service sid sends to, or -1 (no allocation)."""
+        p = self._s_pool
+        return p[sid] if p is not None else -1
 
     def service_host_id(self, sid):
         """StrTable id of the service's host (no allocation)."""

@@ -55,6 +55,8 @@ class ServiceDefaults:
 class Config:
     """A loaded config: the gateway and one plain object per section."""
 
+    balancer = None  # the lbio.Balancer, when the config has pools (set on the instance then)
+
     def __init__(self, gateway, listen, limits, shell, services):
         self.gateway = gateway
         self.listen = listen
@@ -65,5 +67,6 @@ class Config:
         self.route_policies = []  # (route id, policy name, label) until the auth section resolves them
         self.gate = None  # the AuthGate, when the config has an auth section
         self.route_transforms = []  # (route id, transform name, label) until the mediation section resolves them
+        self.service_pools = []  # (service id, pool name, label, has a host) until lbconfig resolves them
         self.mediator = None  # the RequestMediator, when the config has a mediation section
         self.base_dir = ""  # the config file's folder: relative paths in the config start there

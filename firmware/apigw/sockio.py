@@ -212,11 +212,13 @@ async def send_all(wait, sock, buf, start, end):
         start += send_now(sock, buf, start, end)
 
 
-async def connect(wait, host, port):
-    """A connected non-blocking TCP socket to host:port (allocates: socket, address). A refused
-    connection shows as OSError on the first read or write. The imports are at module level: a
-    built-in module imported inside a function is searched for on the filesystem every time."""
-    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+async def connect(wait, host, port, ai=None):
+    """A connected non-blocking TCP socket to host:port (allocates: socket, address), or to ai, a
+    getaddrinfo() entry resolved earlier. A refused connection shows as OSError on the first read
+    or write. The imports are at module level: a built-in module imported inside a function is
+    searched for on the filesystem every time."""
+    if ai is None:
+        ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
     s = socket.socket(ai[0], socket.SOCK_STREAM)
     s.setblocking(False)
     try:
