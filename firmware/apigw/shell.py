@@ -44,7 +44,7 @@ def table(rows, header):
 class Shell:
     """Runs command lines against a gateway (and, on a board, its server)."""
 
-    def __init__(self, gateway, server=None, gate=None, mediator=None):
+    def __init__(self, gateway, server=None, gate=None, mediator=None, balancer=None):
         self.gw = gateway
         self.server = server
         self.commands = {}  # name -> (handler(words) -> str, summary, [(sub, usage, help)])
@@ -62,6 +62,12 @@ class Shell:
             from .medshell import register as register_mediator
 
             register_mediator(self, mediator)
+        if balancer is None and server is not None:
+            balancer = getattr(server, "balancer", None)
+        if balancer is not None:  # the config has pools
+            from .lbshell import register as register_lb
+
+            register_lb(self, balancer)
 
     def register(self, name, handler, summary, subs):
         """Add a command. handler(words) returns the text to show; subs documents its sub-commands."""
@@ -157,7 +163,7 @@ class Shell:
                 [
                     ep.id,
                     ep.name,
-                    ep.host + ":" + str(ep.port),
+                    _address(ep),
                     HealthStatus.NAMES[ep.health_status],
                     ep.timeout_ms,
                     ep.routes,
@@ -186,7 +192,7 @@ class Shell:
         svc = self.gw.dispatch_request(self.gw._scratch)
         up = self.gw.upstream_path(self.gw._scratch).decode()
         ep = self.gw.get_service(svc)
-        return text + ": forward to " + ep.name + " " + ep.host + ":" + str(ep.port) + " " + method + " " + up
+        return text + ": forward to " + ep.name + " " + _address(ep) + " " + method + " " + up
 
     def _add_route(self, words):
         pos, opts = _kv(words)
@@ -262,3 +268,8 @@ GATEWAY_SUBS = [
     ("stats", "", "counters: requests, slots, queue, upstream connections"),
     ("stop", "", "stop the gateway cleanly (running board only)"),
 ]
+
+
+def _address(ep):
+    """host:port of a service, or "pool N" when it sends to a load-balancer pool (see lb pools)."""
+    return "pool %d" % ep.pool if ep.host is None else ep.host + ":" + str(ep.port)
