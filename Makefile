@@ -98,6 +98,7 @@ run: $(STAMP)
 	echo "  curl -i http://127.0.0.1:$$port/nope"; \
 	echo "  curl -i http://127.0.0.1:$$port/secure/controller/x            (401: needs a credential)"; \
 	echo "  curl -u demo:demo-pass http://127.0.0.1:$$port/secure/controller/x"; \
+	echo "  curl -si http://127.0.0.1:$$port/lb/sensors/temp | grep X-Instance   (round robin over 3 instances)"; \
 	echo "  curl -u demo:demo-pass -d grant_type=client_credentials http://127.0.0.1:$$port/_gw/token"; \
 	echo "  curl -i -H 'Content-Type: application/json' -d '{\"on\":\"yes\"}' http://127.0.0.1:$$port/switch  (422: schema)"; \
 	echo "  curl -i http://127.0.0.1:$$port/cached/sensors/temp            (X-Cache: MISS, then HIT)"; \

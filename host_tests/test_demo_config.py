@@ -20,7 +20,8 @@ def test_demo_config_loads():
     cfg = load_config(_root() + "/boards/unix/gateway.json")
     gw = cfg.gateway
     assert cfg.listen.host == "127.0.0.1" and cfg.listen.port == 8080 and cfg.listen.slots == 4
-    assert gw.get_service_count() == 4 and gw.get_service("slow").timeout_ms == 1000
+    assert gw.get_service_count() == 5 and gw.get_service("slow").timeout_ms == 1000
+    assert gw.get_service("sensor-pool").pool == 0 and cfg.balancer.lb.pools()[0].instances == [0, 1, 2]
     assert gw.get_service("sensors").port == 9001 and gw.get_service("flaky").port == 9004
     r, allow = gw.route("GET", "/health/ping")
     assert gw.respond_parts(r)[0] == 200 and gw.respond_parts(r)[1] == b"application/json"

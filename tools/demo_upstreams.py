@@ -10,6 +10,11 @@ Services on 127.0.0.1, at base port + offset (HTTP/1.1, keep-alive):
                  GET /chunked?n=K&size=S&delay_ms=D (chunked response); GET /status/NNN
   slow       +2  sleeps ?ms=N (default 3000), then echoes
   reset      +3  reads the request head, then resets the connection (SO_LINGER 0), no answer
+  sensors-b  +4  two more instances of sensors (the demo config's load-balanced pool)
+  sensors-c  +5
+
+Every HTTP answer carries `X-Instance: NAME`, and every HTTP service answers GET /health with
+{"ok": true, "instance": NAME} (the gateway's health checks; not counted below).
 
 Every service answers GET /_count with {"requests": N, "connections": M}: requests served and
 TCP connections that carried them (/_count itself is not counted; ?reset=1 zeroes both), so
@@ -32,7 +37,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-SERVICES = ("sensors", "controller", "slow", "reset")  # port offsets 0, 1, 2, 3
+SERVICES = ("sensors", "controller", "slow", "reset", "sensors-b", "sensors-c")  # port offsets 0..5
 
 READINGS = {
     "/temp": {"sensor": "temp", "value": 21.5, "unit": "C"},
@@ -121,6 +126,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
         for k, v in headers:
             self.send_header(k, v)
+        self.send_header("X-Instance", self.server.name)
         self.end_headers()
         if self.command != "HEAD" and status not in (204, 304):
             self.wfile.write(body)
@@ -157,9 +163,12 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/_count":
             self._json(200, self.server.stats.snapshot(reset=query.get("reset") == ["1"]))
             return
-        self.server.stats.count(self)
         name = self.server.name
-        if name == "sensors":
+        if url.path == "/health" and self.command in ("GET", "HEAD"):
+            self._json(200, {"ok": True, "instance": name})
+            return
+        self.server.stats.count(self)
+        if name.startswith("sensors"):
             if self.command in ("GET", "HEAD") and url.path in READINGS:
                 self._json(200, READINGS[url.path])
             elif url.path == "/echo" and self.command in ("GET", "POST", "HEAD"):
@@ -232,11 +241,32 @@ class HttpService(ThreadingHTTPServer):
         self.name = name
         self.stats = Stats()
         self.verbose = verbose
+        self.active = set()  # connections being served (kill() ends them)
         super().__init__(addr, Handler)
 
     @property
     def port(self):
         return self.server_address[1]
+
+    def get_request(self):
+        sock, addr = super().get_request()
+        self.active.add(sock)
+        return sock, addr
+
+    def shutdown_request(self, request):
+        self.active.discard(request)
+        super().shutdown_request(request)
+
+    def kill(self):
+        """Stop as a crashed process would: no new connections, and the open ones reset."""
+        self.shutdown()
+        self.server_close()
+        for sock in list(self.active):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class ResetHandler(socketserver.BaseRequestHandler):

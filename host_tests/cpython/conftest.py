@@ -351,9 +351,15 @@ def e2e_config(servers, port, shell_port=None, closed_port=None, **listen):
         "flaky": servers["reset"].port,
     }
     for svc in cfg["services"]:
+        if "pool" in svc:
+            continue
         svc["port"] = by_name[svc["name"]]
         if svc["name"] == "slow":
             svc["timeout_ms"] = 400  # 504 quickly
+    instances = {9001: "sensors", 9005: "sensors-b", 9006: "sensors-c"}  # the demo pool's
+    for pool in cfg.get("pools", ()):
+        for inst in pool["instances"]:
+            inst["port"] = servers[instances[inst["port"]]].port
     cfg["services"].append({"name": "closed", "host": "127.0.0.1", "port": closed_port or free_port()})
     cfg["listen"]["port"] = port
     cfg["listen"].update(listen)

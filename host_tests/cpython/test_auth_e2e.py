@@ -334,7 +334,7 @@ def test_gw_auth_needs_admin(gw):
     assert status == 200, doc
     for key in ("allowed", "unauthorized", "forbidden", "rate_limited", "cache_hits", "tokens", "revoked"):
         assert isinstance(doc[key], int), key
-    assert doc["clock_synced"] is True and doc["users"] == 2 and doc["api_keys"] == 1
+    assert doc["clock_synced"] is True and doc["users"] == 2 and doc["api_keys"] == 2
     assert doc["unauthorized"] >= 1 and doc["allowed"] >= 1
     names = [p["name"] for p in doc["policies"]]
     assert {"signed-in", "per-client", "opaque"} <= set(names)
