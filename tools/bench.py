@@ -10,6 +10,10 @@ Everything runs on the MicroPython unix port on this machine:
    cached HS256 JWT check, an API key check, a rate-limit check; the mediation stage
    (tools/bench_med_mpy.py): protobuf encode / decode of a 10-field message and its JSON value,
    a schema check, and the steps of a response-cache hit (route, lookup, compose, send).
+   tools/bench_lb_mpy.py, a process of its own: LoadBalancer.select_instance for each strategy
+   (round robin, least connections, smooth weighted round robin, IP hash with the client hash
+   changing on every call) over one pool of 256 instances and, for context, of 8, and the bytes
+   it allocates per call (micropython.mem_total() over 1,000 calls; target 0 B).
 2. tools/bare_server.py (a bare asyncio server with a fixed answer) and the gateway firmware
    (firmware/main.py) with a temporary config: a direct `respond` route /direct, a prefix route
    /proxied forwarding to a second instance of the bare server (same code; it is idle while the
@@ -112,6 +116,11 @@ KEYS = (
     "alloc_bytes_per_cached_request",
     "upstream_requests_cached",
     "heap_after_boot_mediation_bytes",
+    "select_instance_us_round_robin",
+    "select_instance_us_least_connections",
+    "select_instance_us_weighted",
+    "select_instance_us_ip_hash",
+    "select_instance_alloc_bytes",
     "load_tool",
     "micropython_version",
     "date",
@@ -147,6 +156,18 @@ ROWS = (
     ("  mediation stage call (lookup + compose)", "cache_hit_stage_us", "us", "", None),
     ("  alloc per mediation stage call", "cache_hit_stage_alloc_bytes", "B", "", None),
     ("  send the answer (loopback TCP)", "cache_hit_send_us", "us", "", None),
+    ("select_instance, 256 instances: round robin", "select_instance_us_round_robin", "us", "", None),
+    ("  least connections, 0..3 held on each", "select_instance_us_least_connections", "us", "", None),
+    ("  smooth weighted round robin", "select_instance_us_weighted", "us", "", None),
+    ("  IP hash, a new client hash each call", "select_instance_us_ip_hash", "us", "", None),
+    (
+        "  8 instances: RR / LC / WRR / IP hash",
+        tuple("select_instance_us_%s_8" % s for s in ("round_robin", "least_connections", "weighted", "ip_hash")),
+        "us",
+        "",
+        None,
+    ),
+    ("  alloc per select_instance (most of any)", "select_instance_alloc_bytes", "B", "0", lambda v: v == 0),
     ("direct: route / compose / send", ("direct_route_us", "direct_compose_us", "direct_send_us"), "us", "", None),
     ("alloc per proxied keep-alive request", "alloc_bytes_per_proxied_request", "B", "<= 1024", lambda v: v <= 1024),
     ("alloc per direct keep-alive request", "alloc_bytes_per_direct_request", "B", "", None),
@@ -229,13 +250,14 @@ def stop(proc):
 # -- 1. micro-benchmarks on the unix port --------------------------------------------------------
 
 
-def run_micro(quick, firmware):
+def run_micro(quick, firmware, script="bench_mpy.py"):
+    """Run tools/<script> on the unix port; its figures from the JSON object on its last line."""
     env = dict(os.environ, MICROPYPATH="%s:tools:.frozen" % firmware)
-    cmd = [MPY, "tools/bench_mpy.py"] + (["--quick"] if quick else [])
+    cmd = [MPY, "tools/" + script] + (["--quick"] if quick else [])
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode != 0 or not lines:
-        raise BenchError("bench_mpy.py failed (%d):\n%s%s" % (p.returncode, p.stdout[-2000:], p.stderr[-2000:]))
+        raise BenchError("%s failed (%d):\n%s%s" % (script, p.returncode, p.stdout[-2000:], p.stderr[-2000:]))
     return json.loads(lines[-1])
 
 
@@ -556,6 +578,8 @@ def run(quick=False, use_loadgen=False, duration=None, rounds=None, firmware=Non
     tool = "wrk" if WRK and not use_loadgen else "loadgen"
     print("micro-benchmarks (tools/bench_mpy.py) ...", flush=True)
     res = run_micro(quick, firmware)
+    print("load balancer micro-benchmarks (tools/bench_lb_mpy.py) ...", flush=True)
+    res.update(run_micro(quick, firmware, "bench_lb_mpy.py"))
     tmp = tempfile.mkdtemp(prefix="apigw-bench-")
     bare = upstream = gw = None
     try:
@@ -637,7 +661,8 @@ def _fmt(v, unit):
         if unit == "/s":
             return "%.0f" % v
         if unit == "B":
-            return "%.0f" % v
+            # a mean below 10 B that is not whole (something allocates now and then) keeps 2 digits
+            return "%.2g" % v if 0 < abs(v) < 10 and v != int(v) else "%.0f" % v
         return "%.3g" % v if abs(v) < 100 else "%.0f" % v
     return str(v)
 
