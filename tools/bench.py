@@ -10,7 +10,7 @@ Everything runs on the MicroPython unix port on this machine:
    cached HS256 JWT check, an API key check, a rate-limit check; the mediation stage
    (tools/bench_med_mpy.py): protobuf encode / decode of a 10-field message and its JSON value,
    a schema check, and the steps of a response-cache hit (route, lookup, compose, send).
-   tools/bench_lb_mpy.py, a process of its own: LoadBalancer.select_instance for each strategy
+   The load balancer (tools/bench_lb_mpy.py): LoadBalancer.select_instance for each strategy
    (round robin, least connections, smooth weighted round robin, IP hash with the client hash
    changing on every call) over one pool of 256 instances and, for context, of 8, and the bytes
    it allocates per call (micropython.mem_total() over 1,000 calls; target 0 B).
@@ -250,14 +250,13 @@ def stop(proc):
 # -- 1. micro-benchmarks on the unix port --------------------------------------------------------
 
 
-def run_micro(quick, firmware, script="bench_mpy.py"):
-    """Run tools/<script> on the unix port; its figures from the JSON object on its last line."""
+def run_micro(quick, firmware):
     env = dict(os.environ, MICROPYPATH="%s:tools:.frozen" % firmware)
-    cmd = [MPY, "tools/" + script] + (["--quick"] if quick else [])
+    cmd = [MPY, "tools/bench_mpy.py"] + (["--quick"] if quick else [])
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode != 0 or not lines:
-        raise BenchError("%s failed (%d):\n%s%s" % (script, p.returncode, p.stdout[-2000:], p.stderr[-2000:]))
+        raise BenchError("bench_mpy.py failed (%d):\n%s%s" % (p.returncode, p.stdout[-2000:], p.stderr[-2000:]))
     return json.loads(lines[-1])
 
 
@@ -578,8 +577,6 @@ def run(quick=False, use_loadgen=False, duration=None, rounds=None, firmware=Non
     tool = "wrk" if WRK and not use_loadgen else "loadgen"
     print("micro-benchmarks (tools/bench_mpy.py) ...", flush=True)
     res = run_micro(quick, firmware)
-    print("load balancer micro-benchmarks (tools/bench_lb_mpy.py) ...", flush=True)
-    res.update(run_micro(quick, firmware, "bench_lb_mpy.py"))
     tmp = tempfile.mkdtemp(prefix="apigw-bench-")
     bare = upstream = gw = None
     try:

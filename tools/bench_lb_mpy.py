@@ -19,14 +19,13 @@ Measures `LoadBalancer.select_instance` for each strategy, in one process:
 
 Every strategy is called the same way, `lb.select_instance(pool, hashes[i & 255])` (the others
 ignore the hash); the bare loop with the same indexing is taken off, so each figure includes the
-method lookup and call. Each figure is the median of batch means. Human-readable lines go first;
-the last line is one JSON object that tools/bench.py reads. This file times things and asserts
+method lookup and call. Each figure is the median of batch means. tools/bench_mpy.py calls run()
+and puts the figures with its own; run alone, it prints them. This file times things and asserts
 nothing about speed; it raises if a selection is wrong (a figure for a broken choice would mean
 nothing).
 """
 
 import gc
-import json
 import sys
 import time
 
@@ -173,13 +172,6 @@ def run(batches):
     return out
 
 
-def main():
-    quick = "--quick" in sys.argv
-    out = run(7 if quick else 31)
-    for k in sorted(out):
-        print("%-44s %s" % (k, out[k]))
-    print(json.dumps(out))
-
-
 if __name__ == "__main__":
-    main()
+    for k, v in sorted(run(7 if "--quick" in sys.argv else 31).items()):
+        print("%-44s %s" % (k, v))

@@ -35,6 +35,7 @@ from apigw import httpparse as hp
 from apigw.gateway import ApiGateway
 from apigw.slot import Slot
 from bench_auth_mpy import run as run_auth
+from bench_lb_mpy import run as run_lb
 from bench_med_mpy import run as run_med
 from linear_router import linear_order, linear_route
 
@@ -301,6 +302,7 @@ def run(batches):
 
     out.update(run_auth(batches))
     out.update(run_med(batches))
+    out.update(run_lb(batches))
 
     out["micropython_version"] = sys.version + " (" + ".".join(str(v) for v in sys.implementation.version[:3]) + ")"
     out["batches"] = batches

@@ -46,7 +46,7 @@ class GatewayEndpoints:
             from .authendpoints import serve_auth  # only a config with an auth section loads it
 
             return await serve_auth(self.server, slot, sock, wait)
-        elif srv.balancer is not None and mem_eq(slot.buf, slot.path_start, GW_REGISTRY, 0, 13):
+        elif srv.balancer is not None and mem_eq(slot.buf, slot.path_start, GW_REGISTRY, 0, len(GW_REGISTRY)):
             from .lbendpoints import serve_registry  # only a config with pools loads it (it checks the rest)
 
             return await serve_registry(srv, slot, sock, wait)

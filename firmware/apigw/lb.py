@@ -384,6 +384,22 @@ class LoadBalancer:
             i = nxt[i]
         return best
 
+    def peek(self, pool, client_hash=0):
+        """(what select_instance() would choose now, what select_any() would in panic mode or -1)
+        without moving the pool's round-robin cursor or WRR weights: a dry run (allocates)."""
+        self._check_pool(pool)
+        members = self._members(pool)
+        cursor = self._cursor[pool]
+        cur = [self._cur[i] for i in members]
+        try:
+            iid = self.select_instance(pool, client_hash)
+            alt = self.select_any(pool) if iid < 0 else -1
+        finally:
+            self._cursor[pool] = cursor
+            for k, i in enumerate(members):
+                self._cur[i] = cur[k]
+        return iid, alt
+
     @staticmethod
     def client_hash(buf, start, end):
         """30-bit hash of a client address buf[start:end] (e.g. the peer IP as text). No allocation."""
@@ -394,6 +410,10 @@ class LoadBalancer:
     def pool_of(self, iid):
         """The pool id of instance iid, or -1 if the id is not in use."""
         return self._pool[iid] if 0 <= iid < self.max_instances else _NONE
+
+    def ejected(self, iid):
+        """True if iid is in use and ejected (eject()). No allocation."""
+        return 0 <= iid < self.max_instances and self._pool[iid] >= 0 and bool(self._flags[iid] & _EJECTED)
 
     def strategy(self, pool):
         return self._strategy[pool]
@@ -406,10 +426,11 @@ class LoadBalancer:
         return self._port[iid]
 
     def find_instance(self, pool, host, port):
-        """The id of pool's instance at host:port (host str or bytes), or -1 (allocates: encodes)."""
-        hb = host if isinstance(host, bytes) else host.encode()
+        """The id of pool's instance at host:port (host str or bytes; names compare without regard
+        to ASCII case, RFC 4343), or -1 (allocates: encodes)."""
+        hb = (host if isinstance(host, bytes) else host.encode()).lower()
         for i in self._members(pool):
-            if self._port[i] == port and self._hosts[i] == hb:
+            if self._port[i] == port and self._hosts[i].lower() == hb:
                 return i
         return _NONE
 

@@ -56,7 +56,6 @@ class Balancer:
         self.check_status = table("H", max_pools)  # the status a probe expects; 0: any 2xx or 3xx
         self.addr: list = [None] * max_instances  # getaddrinfo() entry per instance, or None
         self._probe_cfg: list = [None] * max_pools  # (interval, timeout, rise, fall, slow) or None
-        self._out = bytearray(max_instances)  # 1: ejected from rotation by passive checks
         self.max_tries = 3  # instances tried per request (failover)
         self.max_idle_per_instance = 4
         self.idle_ms = 4000
@@ -88,19 +87,28 @@ class Balancer:
             if iid >= 0 and lb.pool_of(iid) == pool and lb.health_check(iid):
                 lb.increment_connections(iid)
                 return iid  # the client's cookie is right: nothing to set
-        h = 0
-        if lb.strategy(pool) == _IP_HASH:
-            p = slot.peer
-            h = lb.client_hash(p, 0, len(p))
-        iid = lb.select_instance(pool, h)
-        if iid < 0 and self.panic[pool]:
-            iid = lb.select_any(pool)
+        iid = self._choose(rl, pool, -1)
         if iid < 0:
             self.no_instance += 1
-            return iid
-        lb.increment_connections(iid)
-        if name is not None:
-            rl.extra_len = self.sticky.set_cookie_line(rl.extra, name, iid)  # type: ignore
+        return iid
+
+    @micropython.native
+    def _choose(self, rl, pool, exclude):
+        """The strategy's choice in pool other than exclude (panic mode: any instance not drained),
+        its connection counted and, for a sticky pool, its Set-Cookie line written; or -1."""
+        lb = self.lb
+        h = 0
+        if lb.strategy(pool) == _IP_HASH:
+            p = rl.slot.peer
+            h = lb.client_hash(p, 0, len(p))
+        iid = lb.select_instance(pool, h, exclude)
+        if iid < 0 and self.panic[pool]:
+            iid = lb.select_any(pool, exclude)
+        if iid >= 0:
+            lb.increment_connections(iid)
+            name = self.cookie[pool]
+            if name is not None:
+                rl.extra_len = self.sticky.set_cookie_line(rl.extra, name, iid)  # type: ignore
         return iid
 
     @micropython.native
@@ -108,7 +116,6 @@ class Balancer:
         """One real request's outcome on iid; enough failures in a row eject it."""
         if self.health.record(iid, ok, ticks_ms()):
             self.lb.eject(iid)
-            self._out[iid] = 1
             self.ejections += 1
 
     def failed(self, rl):
@@ -133,21 +140,10 @@ class Balancer:
         pool = lb.pool_of(old)
         if pool < 0 or rl.tries >= self.max_tries:
             return -1
-        h = 0
-        if lb.strategy(pool) == _IP_HASH:
-            p = rl.slot.peer
-            h = lb.client_hash(p, 0, len(p))
-        iid = lb.select_instance(pool, h, old)
-        if iid < 0 and self.panic[pool]:
-            iid = lb.select_any(pool, old)
-        if iid < 0:
-            return -1
-        lb.decrement_connections(old)
-        lb.increment_connections(iid)
-        self.failovers += 1
-        name = self.cookie[pool]
-        if name is not None:
-            rl.extra_len = self.sticky.set_cookie_line(rl.extra, name, iid)  # type: ignore
+        iid = self._choose(rl, pool, old)
+        if iid >= 0:
+            lb.decrement_connections(old)
+            self.failovers += 1
         return iid
 
     # -- instances coming and going (allocate) ------------------------------------------------------
@@ -167,13 +163,13 @@ class Balancer:
         """An instance left (registration expired or withdrawn): forget its address, cookie
         value and idle connections."""
         self.addr[iid] = None
-        self._out[iid] = 0
         if self.sticky is not None:
             self.sticky.forget(iid)
         self.drop_idle(iid)
 
     def drop_idle(self, iid):
-        """Close the idle upstream connections to iid (it left, or its address changed)."""
+        """Close the idle upstream connections to iid (it left, or its address changed). Here, not in
+        upstream.py: a gateway without pools does not load it."""
         up = self.upstream
         if up is not None:
             for k in range(len(up.pool_key)):
@@ -194,6 +190,7 @@ class Balancer:
     def attach(self, upstream):
         """The server's Upstream: its idle connections, and its relays' Set-Cookie buffers."""
         self.upstream = upstream
+        upstream.balancer = self
         if self.sticky is not None:
             for rl in upstream.relays:
                 rl.extra = bytearray(96)  # one Set-Cookie line (resphead.MAX_EXTRA)
@@ -227,13 +224,10 @@ class Balancer:
     def tick(self, now):
         """Ejections that ran out end; registrations that ran out expire. No allocation unless one
         does."""
-        out = self._out
         lb = self.lb
-        for iid in range(len(out)):
-            if out[iid] and not self.health.ejected(iid, now):
-                out[iid] = 0
-                if lb.pool_of(iid) >= 0:
-                    lb.eject(iid, False)
+        for iid in range(lb.max_instances):
+            if lb.ejected(iid) and not self.health.ejected(iid, now):
+                lb.eject(iid, False)
         if self.registry is not None:
             self.registry.expire(now)
 
@@ -369,16 +363,15 @@ class PoolRelay(Relay):
 
     @micropython.native
     def begin(self, svc, client, timeout_ms, iid=-1):
-        self.svc = svc
-        self.client = client
-        self.timeout_ms = timeout_ms
-        self.retried = False
         self.tries = 1
         self.iid = iid
         if iid < 0:
             self.extra_len = 0  # (pick() writes it for an instance)
-            return self._attach(self.upstream.take_idle(svc))
-        return self._attach(self.upstream.take_idle(INSTANCE_KEY + iid))
+        return Relay.begin(self, svc, client, timeout_ms)
+
+    def key(self):
+        iid = self.iid
+        return self.svc if iid < 0 else INSTANCE_KEY + iid
 
     @micropython.native
     def start_writer(self, slot, sbuf, poff, plen):
@@ -398,7 +391,7 @@ class PoolRelay(Relay):
         """Go on with instance iid (failover): a kept-alive connection to it, or CONNECT."""
         self.iid = iid
         self.tries += 1
-        return self._attach(self.upstream.take_idle(INSTANCE_KEY + iid))
+        return self._attach(self.upstream.take_idle(self.key()))
 
     def target(self):
         iid = self.iid
@@ -421,12 +414,3 @@ class PoolRelay(Relay):
             Relay.answered(self, status)
         else:
             self.upstream.balancer.passive(iid, status < 500)
-
-    def finished(self, sock, keep):
-        iid = self.iid
-        up = self.upstream
-        if keep and up.gw.service_keepalive(self.svc):
-            up.give_back(self.svc if iid < 0 else INSTANCE_KEY + iid, sock)
-        else:
-            close_socket(sock)
-        self._release()

@@ -169,7 +169,7 @@ class LbCommand:
                     dyn = "yes, " + _secs(reg.remaining_ms(iid, now)) + " left"
                 ago = "-" if probe is None else str((now - probe) & _MASK)
                 row = [iid, p.name, self._addr(iid), inst.weight, HealthStatus.NAMES[inst.health]]
-                row += [_yes(lb.health_check(iid)), _yes(inst.drained), _yes(hc.ejected(iid, now))]
+                row += [_yes(lb.health_check(iid)), _yes(inst.drained), _yes(lb.ejected(iid))]
                 rows.append(row + [inst.connections, st["times_ejected"], ago, dyn])
         if not rows:
             return "no instances"
@@ -177,7 +177,7 @@ class LbCommand:
         return table(rows, head + ["connections", "times ejected", "probe ms ago", "registered"])
 
     def _select(self, pool, client):
-        """select_instance() (then select_any() in panic mode) with the pool's state put back."""
+        """What select_instance() (then select_any() in panic mode) would choose: lb.peek()."""
         from .shell import ShellError
 
         b = self.b
@@ -189,16 +189,7 @@ class LbCommand:
         if client is not None:
             c = client.encode()
             h = LoadBalancer.client_hash(c, 0, len(c))
-        members = lb.get_pool(pool).instances
-        cursor = lb._cursor[pool]
-        cur = [lb._cur[i] for i in members]
-        try:
-            iid = lb.select_instance(pool, h)
-            alt = lb.select_any(pool) if iid < 0 else -1
-        finally:
-            lb._cursor[pool] = cursor
-            for k, i in enumerate(members):
-                lb._cur[i] = cur[k]
+        iid, alt = lb.peek(pool, h)
         how = " (" + BalancingStrategy.NAMES[s] + ")"
         if iid >= 0:
             return "instance %d %s%s" % (iid, self._addr(iid), how)

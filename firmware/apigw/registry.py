@@ -49,17 +49,6 @@ def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _host_key(h):
-    """h (str or bytes, however the balancer stores it) as lower-case bytes."""
-    if isinstance(h, str):
-        h = h.encode()
-    return bytes(h).lower()
-
-
-def _as_str(h):
-    return h if isinstance(h, str) else bytes(h).decode()
-
-
 def _check_host(host):
     if not isinstance(host, str) or not 1 <= len(host) <= _MAX_HOST:
         raise RegistryError(400, "host must be 1..253 characters")
@@ -115,15 +104,13 @@ class Registry:
         _check_range("weight", weight, 1, 255)
         ttl = self._ttl(ttl_ms)
         lb = self.lb
-        key = _host_key(host)
-        for m in lb._members(pid):
-            inst = lb.get_instance(m)
-            if inst.port == port and _host_key(inst.address) == key:
-                if not self._dyn[m]:
-                    raise RegistryError(409, "%s:%d is configured statically in pool %r" % (host, port, pool))
-                lb.set_weight(m, weight)
-                self._stamp(m, now_ms, ttl)
-                return m, False
+        m = lb.find_instance(pid, host, port)
+        if m >= 0:
+            if not self._dyn[m]:
+                raise RegistryError(409, "%s:%d is configured statically in pool %r" % (host, port, pool))
+            lb.set_weight(m, weight)
+            self._stamp(m, now_ms, ttl)
+            return m, False
         try:
             iid = lb.register_instance(pid, host, port, weight)
         except LbError:  # pool and fields are checked above: only a full table is left
@@ -199,7 +186,7 @@ class Registry:
                     {
                         "id": iid,
                         "pool": lb.get_pool(inst.pool).name,
-                        "host": _as_str(inst.address),
+                        "host": inst.address,
                         "port": inst.port,
                         "weight": inst.weight,
                         "ttl_ms_left": self.remaining_ms(iid, now_ms),

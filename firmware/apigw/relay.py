@@ -93,7 +93,11 @@ class Relay:
         self.client = client
         self.timeout_ms = timeout_ms
         self.retried = False
-        return self._attach(self.upstream.take_idle(svc))
+        return self._attach(self.upstream.take_idle(self.key()))
+
+    def key(self):
+        """The target's key in the upstream pool of idle connections (PoolRelay: its instance's)."""
+        return self.svc
 
     @micropython.native
     def _attach(self, sock):
@@ -164,7 +168,7 @@ class Relay:
         connections alive) or close it. No allocation."""
         up = self.upstream
         if keep and up.gw.service_keepalive(self.svc):
-            up.give_back(self.svc, sock)
+            up.give_back(self.key(), sock)
         else:
             close_socket(sock)
         self._release()

@@ -96,7 +96,6 @@ class Server:
             relay=b.relay_class() if b is not None else Relay,
         )
         if b is not None:
-            self.upstream.balancer = b
             b.attach(self.upstream)
         self.stats = Stats()
         self.waiters = []  # [event, slot] per queued connection, oldest first
