@@ -32,7 +32,7 @@ ACTIVE = (
     ({}, ((N, 1, UNKNOWN), (N, 1, UNKNOWN), (N, 1, UNHEALTHY), (Y, 800, UNHEALTHY), (Y, 800, DEGRADED))),
     # an answer later than timeout_ms (1000) is a failure; exactly timeout_ms is not
     ({}, ((Y, 1001, UNKNOWN), (Y, 1001, UNKNOWN), (Y, 1001, UNHEALTHY), (Y, 1000, UNHEALTHY), (Y, 1000, DEGRADED))),
-    ({"slow_ms": 0}, ((Y, 0, UNKNOWN), (Y, 0, HEALTHY), (Y, 1, DEGRADED))),
+    ({"slow_ms": 0}, ((Y, 0, UNKNOWN), (Y, 0, HEALTHY), (Y, 900, HEALTHY))),  # 0: never slow
 )
 
 
@@ -48,19 +48,16 @@ def test_rise_fall_and_degraded():
         assert hc.health(1) == UNKNOWN  # others untouched
 
 
-def test_weight_factor():
+def test_slow_ms_zero_turns_degraded_off():
     hc = HealthChecker(2)
-    assert hc.weight_factor(0) == 100  # UNKNOWN
-    for ok, elapsed, want in ((Y, 900, 100), (Y, 900, 50), (Y, 10, 100), (Y, 900, 50)):
-        hc.probe_result(0, ok, elapsed, 0)
-        assert hc.weight_factor(0) == want
-    hc.degraded_percent = 20
-    assert hc.weight_factor(0) == 20
-    hc.degraded_percent = 0
-    assert hc.weight_factor(0) == 1  # clamped to 1..100
-    for _ in range(3):
-        hc.probe_result(0, False, 1, 0)
-    assert hc.health(0) == UNHEALTHY and hc.weight_factor(0) == 100
+    hc.configure(0, slow_ms=0)
+    hc.configure(1, slow_ms=100)
+    for iid in (0, 1):
+        for _ in range(2):
+            hc.probe_result(iid, Y, 900, 0)
+    assert hc.health(0) == HEALTHY and hc.health(1) == DEGRADED
+    hc.probe_result(0, Y, 1000, 0)  # at timeout_ms: still a pass, never slow
+    assert hc.health(0) == HEALTHY
 
 
 def test_due_and_probe_timing_across_the_wrap():
@@ -224,7 +221,6 @@ def _exercise(hc, t0):
             if hc.due(iid, now):
                 hc.probe_started(iid, now)
                 n += hc.probe_result(iid, (i + iid) % 5 > 2, (iid * 400) & 1023, ticks_add(now, 10))
-            n += hc.weight_factor(iid)
             for k in range(6):
                 n += hc.record(iid, (i * k + iid) % 7 != 0 and iid & 1 == 0, now)
                 n += hc.ejected(iid, ticks_add(now, k))

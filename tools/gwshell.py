@@ -78,7 +78,7 @@ class OfflineShell:
         from apigw.shell import Shell
 
         cfg = load_config(config_path)
-        self.shell = Shell(cfg.gateway, gate=cfg.gate, mediator=cfg.mediator)
+        self.shell = Shell(cfg.gateway, gate=cfg.gate, mediator=cfg.mediator, balancer=getattr(cfg, "balancer", None))
 
     def run(self, line):
         return self.shell.execute(line)

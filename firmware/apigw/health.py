@@ -5,8 +5,8 @@ calls probe_started() as it goes out and probe_result() when it ends (or fails, 
 Settings are per instance (configure(); an instance never configured uses the defaults), so a pool
 configures its members one by one. Health starts UNKNOWN; `rise` consecutive successes make an
 UNKNOWN or UNHEALTHY instance HEALTHY, `fall` consecutive failures make any instance UNHEALTHY. A
-success slower than slow_ms is DEGRADED (up, at weight_factor() = degraded_percent, 50 by default);
-the next fast success is HEALTHY again. An answer later than timeout_ms counts as a failure. A probe
+success slower than slow_ms (0: off) is DEGRADED (up; the balancer gives it half its weight); the
+next fast success is HEALTHY again. An answer later than timeout_ms counts as a failure. A probe
 in flight holds due() back until both its interval and its timeout have passed (a lost probe is
 then replaced; the shell should report it with probe_result(iid, False, ...)).
 
@@ -25,7 +25,7 @@ pool's members out (so a pool of one is never ejected at 50%).
 Ticks are stored modulo 2**30, compared as in ratelimit.py (every intermediate below 2**30:
 small ints on a board). Intervals and ejections are below 2**29 ms; an instance nobody asks about
 for 2**29 ms (6.2 days) can see an old stamp as recent again. __init__ allocates every table;
-due(), probe_started(), probe_result(), record(), ejected(), weight_factor(), health() and forget()
+due(), probe_started(), probe_result(), record(), ejected(), health() and forget()
 allocate nothing; configure(), set_outlier() and state() do.
 
 This module owns per-instance health state only: it does no I/O, reads no clock, sends no probes
@@ -59,7 +59,6 @@ class HealthChecker:
     def __init__(self, max_instances=256):
         _check("max_instances", max_instances, 1, 4096)
         self.max_instances = n = max_instances
-        self.degraded_percent = 50  # weight_factor() of a DEGRADED instance
         self._health = bytearray(n)
         self._succ = bytearray(n)  # consecutive probe successes / failures (saturate at 255)
         self._fail = bytearray(n)
@@ -170,7 +169,7 @@ class HealthChecker:
             if s < 255:
                 s += 1
                 self._succ[iid] = s
-            slow = elapsed_ms > self._slow[iid]
+            slow = 0 < self._slow[iid] < elapsed_ms
             if h == HEALTHY or h == DEGRADED or s >= self._rise[iid]:
                 h = DEGRADED if slow else HEALTHY
         else:
@@ -190,14 +189,6 @@ class HealthChecker:
 
     def timeout_ms(self, iid):
         return self._timeout[iid]
-
-    def weight_factor(self, iid):
-        """Percent of its weight iid should get: degraded_percent (1..100) if DEGRADED, else 100
-        (whether an instance is up at all is health()'s answer). No allocation."""
-        if self._health[iid] != DEGRADED:
-            return 100
-        p = self.degraded_percent
-        return 1 if p < 1 else (100 if p > 100 else p)
 
     # -- passive checks (no allocation) -----------------------------------------------------------
 

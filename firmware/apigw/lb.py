@@ -32,6 +32,7 @@ from .strtab import table
 _NONE = const(-1)
 _DRAINED = const(1)
 _EJECTED = const(2)
+_SKIPPED = const(4)  # failover: tried already for the request being placed (skip())
 _MAX_WEIGHT = const(255)
 
 
@@ -117,7 +118,8 @@ class LoadBalancer:
         self._ew = bytearray(max_instances)  # effective weight: 0 when not selectable
         self._tier = bytearray(max_instances)  # 0 not selectable, 1 degraded, 2 up
         self._health = bytearray(max_instances)
-        self._flags = bytearray(max_instances)  # _DRAINED | _EJECTED
+        self._flags = bytearray(max_instances)  # _DRAINED | _EJECTED | _SKIPPED
+        self._gen = bytearray(max_instances)  # +1 (mod 256) each time the id is freed
         self._conns = table("i", max_instances)
         self._cur = table("i", max_instances)  # smooth WRR current weight
         self._port = table("H", max_instances)
@@ -207,6 +209,7 @@ class LoadBalancer:
         self._hosts[iid] = None
         self._conns[iid] = 0
         self._ew[iid] = self._tier[iid] = 0
+        self._gen[iid] = (self._gen[iid] + 1) & 0xFF
         self._restart(pool)
 
     # -- state changes (no allocation unless an id is invalid) -----------------------------------
@@ -296,7 +299,7 @@ class LoadBalancer:
             i = head
         k = self._size[pool]
         while k > 0:
-            if i != exclude and not flags[i] & _DRAINED:
+            if i != exclude and not flags[i] & (_DRAINED | _SKIPPED):
                 self._cursor[pool] = nxt[i]
                 return i
             i = nxt[i]
@@ -411,6 +414,28 @@ class LoadBalancer:
         """The pool id of instance iid, or -1 if the id is not in use."""
         return self._pool[iid] if 0 <= iid < self.max_instances else _NONE
 
+    def generation(self, iid):
+        """A byte that changes each time iid is freed: a holder of an id made before that can tell
+        the id now names another instance (or none). No allocation."""
+        return self._gen[iid] if 0 <= iid < self.max_instances else 0
+
+    @micropython.native
+    def skip(self, iid, on):
+        """Failover: leave iid out of every choice (on) until skip(iid, False), without restarting
+        the pool's WRR sequence (it is out for one choice, as select_instance's exclude is). An id
+        not in use is ignored. No allocation."""
+        if not 0 <= iid < self.max_instances or self._pool[iid] < 0:
+            return
+        if on:
+            self._flags[iid] |= _SKIPPED
+            self._tier[iid] = 0
+            self._ew[iid] = 0
+        else:
+            self._flags[iid] &= ~_SKIPPED
+            t = self._tier_of(iid)
+            self._tier[iid] = t
+            self._ew[iid] = self._ew_of(t, iid)
+
     def ejected(self, iid):
         """True if iid is in use and ejected (eject()). No allocation."""
         return 0 <= iid < self.max_instances and self._pool[iid] >= 0 and bool(self._flags[iid] & _EJECTED)
@@ -496,17 +521,22 @@ class LoadBalancer:
         self._health[iid] = status
         self._refresh(iid)
 
-    def _refresh(self, iid):
-        """Recompute iid's tier and effective weight; restart its pool's WRR if either changed."""
+    @micropython.native
+    def _tier_of(self, iid):
         h = self._health[iid]
         if h == HealthStatus.UNHEALTHY or self._flags[iid]:
-            tier = ew = 0
-        elif h == HealthStatus.DEGRADED:
-            tier = 1
-            ew = (self._weight[iid] + 1) >> 1
-        else:
-            tier = 2
-            ew = self._weight[iid]
+            return 0
+        return 1 if h == HealthStatus.DEGRADED else 2
+
+    @micropython.native
+    def _ew_of(self, tier, iid):
+        """Effective weight for a tier: a DEGRADED instance counts with half its weight, rounded up."""
+        return 0 if tier == 0 else (self._weight[iid] if tier == 2 else (self._weight[iid] + 1) >> 1)
+
+    def _refresh(self, iid):
+        """Recompute iid's tier and effective weight; restart its pool's WRR if either changed."""
+        tier = self._tier_of(iid)
+        ew = self._ew_of(tier, iid)
         if tier != self._tier[iid] or ew != self._ew[iid]:
             self._tier[iid] = tier
             self._ew[iid] = ew

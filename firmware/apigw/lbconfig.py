@@ -163,7 +163,7 @@ def _add_pool(b, d, label, registry):
     instances = d.get("instances", [])
     if not isinstance(instances, list):
         raise ConfigError("%s.instances: must be an array" % label)
-    if not instances and not b.panic[pid] and (b.registry is None or not b.registry.accepts[pid]):
+    if not instances and (b.registry is None or not b.registry.accepts[pid]):
         raise ConfigError("%s.instances: a pool needs instances, or registration: true" % label)
     for k, inst in enumerate(instances):
         _add_instance(b, pid, inst, "%s.instances[%d]" % (label, k))

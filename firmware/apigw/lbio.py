@@ -32,6 +32,7 @@ from .errors import error_json
 from .health import HealthChecker
 from .lb import BalancingStrategy, HealthStatus, LoadBalancer
 from .relay import FAIL, INSTANCE_KEY, Relay
+from .resphead import MAX_EXTRA
 from .sockio import IOWait, connect, send_all
 from .sockio import close as close_socket
 from .strtab import table
@@ -64,6 +65,7 @@ class Balancer:
         self._wait = IOWait()  # the prober's (one probe at a time)
         self._buf = bytearray(64)  # a probe answer's status line lands here
         self._tasks: list = []
+        self.clock = ticks_ms  # passive checks' time (a test's clock instead)
         # The 503 when a pool has no instance in rotation (made once: no allocation per refusal).
         self.unavailable = error_json(503, "no_healthy_instance", "no instance of the service is in rotation")
         self.retry_after = b"Retry-After: 1\r\n"
@@ -113,8 +115,9 @@ class Balancer:
 
     @micropython.native
     def passive(self, iid, ok):
-        """One real request's outcome on iid; enough failures in a row eject it."""
-        if self.health.record(iid, ok, ticks_ms()):
+        """One real request's outcome on iid (-1: none, the instance left); enough failures in a
+        row eject it."""
+        if iid >= 0 and self.health.record(iid, ok, self.clock()):
             self.lb.eject(iid)
             self.ejections += 1
 
@@ -122,7 +125,7 @@ class Balancer:
         """rl's instance failed (refused, reset, garbled; rl closed the connection): report it, and
         go on with another instance when that is safe: before the answer started, and only if
         nothing was sent yet or the method is idempotent. Else FAIL. Returns what rl.step() would."""
-        self.passive(rl.iid, False)
+        self.passive(rl.current(), False)
         slot = rl.slot
         if not slot.resp_started and (not rl.sent or slot.method & _IDEMPOTENT):
             nxt = self.failover(rl)
@@ -133,16 +136,20 @@ class Balancer:
 
     @micropython.native
     def failover(self, rl):
-        """Another instance for rl's request, its connection counted and the old one's dropped,
-        or -1 (tries used up, or none left)."""
-        old = rl.iid
-        lb = self.lb
-        pool = lb.pool_of(old)
-        if pool < 0 or rl.tries >= self.max_tries:
+        """Another instance of rl's pool for its request, one not tried for it yet, its connection
+        counted and the old one's dropped, or -1 (tries used up, or none left)."""
+        n = rl.tries
+        if n >= self.max_tries:
             return -1
-        iid = self._choose(rl, pool, old)
+        lb = self.lb
+        tried = rl.tried
+        for k in range(n):
+            lb.skip(tried[k], True)
+        iid = self._choose(rl, rl.pool, -1)
+        for k in range(n):
+            lb.skip(tried[k], False)
         if iid >= 0:
-            lb.decrement_connections(old)
+            rl._release()
             self.failovers += 1
         return iid
 
@@ -187,13 +194,17 @@ class Balancer:
     def relay_class(self):
         return PoolRelay
 
-    def attach(self, upstream):
-        """The server's Upstream: its idle connections, and its relays' Set-Cookie buffers."""
+    def attach(self, upstream, secure=False):
+        """The server's Upstream: its idle connections, and its relays' failover lists and Set-Cookie
+        buffers. secure: the listener has TLS (cookies get the Secure attribute)."""
         self.upstream = upstream
         upstream.balancer = self
         if self.sticky is not None:
-            for rl in upstream.relays:
-                rl.extra = bytearray(96)  # one Set-Cookie line (resphead.MAX_EXTRA)
+            self.sticky.set_secure(secure)
+        for rl in upstream.relays:
+            rl.tried = table("h", self.max_tries, -1)
+            if self.sticky is not None:
+                rl.extra = bytearray(MAX_EXTRA)  # one Set-Cookie line
 
     def start(self):
         self._tasks = [asyncio.create_task(self._keeper())]
@@ -358,16 +369,38 @@ class PoolRelay(Relay):
     def __init__(self, upstream, slot):
         super().__init__(upstream, slot)
         self.iid = -1
-        self.tries = 0  # instances tried for this request
+        self.pool = -1
+        self.gen = 0  # lb.generation(iid) when iid was chosen (current())
+        self.tries = 0  # instances tried for this request, their ids in tried[] (attach())
+        self.tried = None
         self.extra_len = 0
 
     @micropython.native
     def begin(self, svc, client, timeout_ms, iid=-1):
-        self.tries = 1
-        self.iid = iid
+        self.tries = 0
+        self.iid = -1
         if iid < 0:
             self.extra_len = 0  # (pick() writes it for an instance)
+        else:
+            self._take(iid)
         return Relay.begin(self, svc, client, timeout_ms)
+
+    @micropython.native
+    def _take(self, iid):
+        lb = self.upstream.balancer.lb
+        self.iid = iid
+        self.pool = lb.pool_of(iid)
+        self.gen = lb.generation(iid)
+        self.tried[self.tries] = iid  # type: ignore
+        self.tries += 1
+
+    @micropython.native
+    def current(self):
+        """iid, or -1 if that id was freed since (a registration left mid-request). No allocation."""
+        iid = self.iid
+        if iid >= 0 and self.upstream.balancer.lb.generation(iid) != self.gen:
+            return -1
+        return iid
 
     def key(self):
         iid = self.iid
@@ -389,8 +422,7 @@ class PoolRelay(Relay):
 
     def switch(self, iid):
         """Go on with instance iid (failover): a kept-alive connection to it, or CONNECT."""
-        self.iid = iid
-        self.tries += 1
+        self._take(iid)
         return self._attach(self.upstream.take_idle(self.key()))
 
     def target(self):
@@ -401,10 +433,10 @@ class PoolRelay(Relay):
         return b.lb.host(iid).decode(), b.lb.port(iid), b.addr[iid]
 
     def _release(self):
-        """The instance's active-connection count drops, once."""
-        iid = self.iid
+        """The instance's active-connection count drops, once (not another's given the same id)."""
+        iid = self.current()
+        self.iid = -1
         if iid >= 0:
-            self.iid = -1
             self.upstream.balancer.lb.decrement_connections(iid)
 
     def answered(self, status):
@@ -413,4 +445,4 @@ class PoolRelay(Relay):
         if iid < 0:
             Relay.answered(self, status)
         else:
-            self.upstream.balancer.passive(iid, status < 500)
+            self.upstream.balancer.passive(self.current(), status < 500)

@@ -23,9 +23,9 @@ _V_CHUNKED = b"chunked"
 
 # Room left in front of the head so rewrite() can add lines without overtaking unread bytes:
 # Via and Connection (40 bytes at most) and one extra line (a sticky-session Set-Cookie, at most
-# MAX_EXTRA bytes).
-RESERVE = 128
-MAX_EXTRA = 86
+# MAX_EXTRA bytes: 12 + a 32-byte name + 1 + a 21-byte value + 28).
+RESERVE = 136
+MAX_EXTRA = 94
 
 
 class ResponseHead:

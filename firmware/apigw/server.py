@@ -96,7 +96,7 @@ class Server:
             relay=b.relay_class() if b is not None else Relay,
         )
         if b is not None:
-            b.attach(self.upstream)
+            b.attach(self.upstream, bool(lc.tls_cert))
         self.stats = Stats()
         self.waiters = []  # [event, slot] per queued connection, oldest first
         self.started = ticks_ms()
@@ -289,7 +289,7 @@ class Server:
             status = 504
             rl = self.upstream.relays[slot.index]
             if rl.iid >= 0 and self.balancer is not None:
-                self.balancer.passive(rl.iid, False)  # too slow counts against the instance
+                self.balancer.passive(rl.current(), False)  # too slow counts against the instance
         if status:
             self.stats.timeouts += 1
             try:

@@ -23,6 +23,7 @@ from .native import mem_eq, mem_move
 MAX_NAME = const(32)  # cookie name length: the Set-Cookie line must fit resphead.MAX_EXTRA
 _PREFIX = b"Set-Cookie: "
 _SUFFIX = b"; Path=/; HttpOnly\r\n"
+_SUFFIX_SECURE = b"; Path=/; HttpOnly; Secure\r\n"  # a TLS listener's: never sent over plain HTTP
 
 
 class StickyCookies:
@@ -31,6 +32,11 @@ class StickyCookies:
     def __init__(self, max_instances, key=None):
         self.key = key if key is not None else os.urandom(16)
         self.values: list = [None] * max_instances  # b"ID.MAC" per instance of a sticky pool
+        self.suffix = _SUFFIX
+
+    def set_secure(self, on):
+        """Cookies with the Secure attribute (the gateway listens with TLS)."""
+        self.suffix = _SUFFIX_SECURE if on else _SUFFIX
 
     def set_instance(self, iid, pool, host, port):
         """Compute iid's value (allocates: when a sticky pool gains the instance)."""
@@ -91,8 +97,8 @@ class StickyCookies:
 
     @micropython.native
     def set_cookie_line(self, out, name, iid):
-        """Write "Set-Cookie: NAME=VALUE; Path=/; HttpOnly\\r\\n" for iid into out; its length
-        (0 when iid has no value). No allocation."""
+        """Write "Set-Cookie: NAME=VALUE; Path=/; HttpOnly[; Secure]\\r\\n" for iid into out; its
+        length (0 when iid has no value). No allocation."""
         v = self.values[iid]
         if v is None:
             return 0
@@ -104,5 +110,6 @@ class StickyCookies:
         w += 1
         mem_move(out, w, v, 0, len(v))
         w += len(v)
-        mem_move(out, w, _SUFFIX, 0, len(_SUFFIX))
-        return w + len(_SUFFIX)
+        sfx = self.suffix
+        mem_move(out, w, sfx, 0, len(sfx))
+        return w + len(sfx)

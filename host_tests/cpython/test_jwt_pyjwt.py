@@ -20,12 +20,12 @@ from apigw import jwt as gwjwt
 KEY = (b"interop-key-0123456789abcdef-" * 3)[:64]  # 64 bytes: PyJWT warns below that for HS512
 ISS = "https://issuer.example"
 AUD = "apigw"
-NOW = int(time.time())
+NOW = int(time.time())  # at collection: expiries are an hour away, beyond any run of the suite
 
 CLAIMS = (
     {"sub": "alice"},
-    {"sub": "bob", "exp": NOW + 300, "nbf": NOW - 10, "iat": NOW - 10, "iss": ISS, "aud": AUD},
-    {"sub": "carol", "exp": NOW + 60, "iss": ISS, "aud": ["other", AUD], "scope": ["read", "write"]},
+    {"sub": "bob", "exp": NOW + 3600, "nbf": NOW - 10, "iat": NOW - 10, "iss": ISS, "aud": AUD},
+    {"sub": "carol", "exp": NOW + 3600, "iss": ISS, "aud": ["other", AUD], "scope": ["read", "write"]},
     {"sub": "caf\u00e9 \u2603", "iat": NOW, "n": {"x": None, "f": 1.5, "t": True, "big": 2**53}, "e": ""},
 )
 

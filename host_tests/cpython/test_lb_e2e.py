@@ -99,6 +99,13 @@ def test_registry_register_heartbeat_list_leave(gateway, upstreams):
     _error(out, 404, "not_found")
 
 
+def test_registry_will_not_take_over_a_static_instance(gateway, upstreams):
+    body = json.dumps({"pool": "sensors", "port": upstreams["sensors"].port})
+    status, _, out = gateway.request("POST", "/_gw/registry", body=body, headers=KEY)
+    _error(out, 409, "conflict")
+    assert "statically" in json.loads(out)["message"]
+
+
 @pytest.mark.parametrize(
     "body, status",
     [
