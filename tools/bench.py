@@ -37,6 +37,18 @@ Everything runs on the MicroPython unix port on this machine:
    `heap_used` of the first health call, of a gateway booted without the auth section and
    /authed (comparable with runs before they existed), of one with the auth section but no
    mediation (comparable with runs before mediation), and of the measured one (both).
+5. Load balancing (tools/bench_pool.py), once the gateway above and its servers are stopped: a
+   gateway of its own with services /pool1 and /pool3 sending round robin to a pool of one
+   instance and to one of three (three new bare servers; no health checks), idle upstream
+   connections capped at 4 per instance and 12 in all (`upstream_pool_size`). From its boot,
+   exactly 1,000 requests to /pool3 over 4 concurrent keep-alive connections: the upstream
+   connections the gateway opened for them (`upstream_connections_per_1000_requests`, from
+   /_gw/health lb.upstream.connects; target: at most the pool size). Then loads of /pool1 and
+   /pool3 in rounds as in 3 (`pooled_3_vs_1_rps_ratio`, target >= 0.90), each started once the
+   gateway holds no idle upstream connection (the two pools share the cap of idle ones). At the
+   end the connections its instances accepted must equal the gateway's count, or the run stops.
+
+The process helpers (start, stop, CPU from /proc, the loads in rounds) are tools/benchproc.py.
 
 Targets are printed beside the figures with pass/miss; the exit status is 0 either way (1 only
 if something could not run). The servers and the load generator share the machine's cores:
@@ -49,12 +61,9 @@ import datetime
 import http.client
 import json
 import os
-import resource
-import shutil
-import signal
-import socket
-import subprocess
 import sys
+import shutil
+import subprocess
 import tempfile
 import time
 
@@ -63,11 +72,26 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import bare_server  # noqa: E402  (its fixed answer: the upstream's requests are counted by it)
-import loadgen  # noqa: E402
+import bench_pool  # noqa: E402
+from benchproc import (  # noqa: E402  (the names tools and tests reach as bench.NAME)
+    CONNECTIONS,
+    MPY,
+    WRK,
+    BenchError,
+    add_count,
+    first_health,
+    free_port,
+    gateway_connection,
+    health,
+    measure_loads,
+    start_bare,
+    start_firmware,
+    stop,
+    stop_bare,
+    tail,
+    upstream_answers,
+)
 
-MPY = os.environ.get("MICROPYTHON", os.path.join(ROOT, ".venv", "bin", "micropython"))
-WRK = shutil.which("wrk") or ("/usr/bin/wrk" if os.path.exists("/usr/bin/wrk") else None)
-CONNECTIONS = 4
 ALLOC_REQUESTS = 1000
 JWT_KID = "b1"
 AUTH_PATH = "/authed"
@@ -121,6 +145,16 @@ KEYS = (
     "select_instance_us_weighted",
     "select_instance_us_ip_hash",
     "select_instance_alloc_bytes",
+    "pooled_3_vs_1_rps_ratio",
+    "rps_pooled_1",
+    "rps_pooled_3",
+    "p50_ms_pooled_1",
+    "p99_ms_pooled_1",
+    "p50_ms_pooled_3",
+    "p99_ms_pooled_3",
+    "upstream_connections_per_1000_requests",
+    "upstream_connections_accepted_pool",
+    "upstream_pool_size",
     "load_tool",
     "micropython_version",
     "date",
@@ -181,15 +215,20 @@ ROWS = (
     ("req/s proxied to bare", "rps_proxied", "/s", "", None),
     ("req/s proxied, JWT policy", "rps_proxied_auth", "/s", "", None),
     ("req/s cached route, every request a hit", "rps_cached", "/s", "", None),
+    ("req/s proxied to a pool of 1 instance", "rps_pooled_1", "/s", "", None),
+    ("req/s proxied to a pool of 3 instances", "rps_pooled_3", "/s", "", None),
     ("direct / bare", "direct_vs_bare_rps_ratio", "", ">= 0.50", lambda v: v >= 0.5),
     ("proxied / bare", "proxied_vs_bare_rps_ratio", "", ">= 0.25", lambda v: v >= 0.25),
     ("proxied with JWT / without", "auth_vs_noauth_rps_ratio", "", ">= 0.85", lambda v: v >= 0.85),
     ("cache hit / direct", "cache_hit_vs_direct_rps_ratio", "", ">= 0.90", lambda v: v >= 0.9),
+    ("pool of 3 / pool of 1", "pooled_3_vs_1_rps_ratio", "", ">= 0.90", lambda v: v >= 0.9),
     ("p50 / p99 bare", ("p50_ms_bare", "p99_ms_bare"), "ms", "", None),
     ("p50 / p99 direct", ("p50_ms_direct", "p99_ms_direct"), "ms", "", None),
     ("p50 / p99 proxied", ("p50_ms_proxied", "p99_ms_proxied"), "ms", "", None),
     ("p50 / p99 proxied, JWT policy", ("p50_ms_proxied_auth", "p99_ms_proxied_auth"), "ms", "", None),
     ("p50 / p99 cached", ("p50_ms_cached", "p99_ms_cached"), "ms", "", None),
+    ("p50 / p99 pool of 1", ("p50_ms_pooled_1", "p99_ms_pooled_1"), "ms", "", None),
+    ("p50 / p99 pool of 3", ("p50_ms_pooled_3", "p99_ms_pooled_3"), "ms", "", None),
     ("CPU per request: bare", "cpu_us_per_request_server_bare", "us", "", None),
     ("CPU per request: gateway, direct", "cpu_us_per_request_server_direct", "us", "", None),
     ("CPU per request: gateway, proxied", "cpu_us_per_request_server_proxied", "us", "", None),
@@ -197,54 +236,47 @@ ROWS = (
     ("CPU per request: gateway, cached", "cpu_us_per_request_server_cached", "us", "", None),
     ("CPU per request: upstream, proxied", "cpu_us_per_request_upstream_proxied", "us", "", None),
     ("CPU per request: upstream, cached", "cpu_us_per_request_upstream_cached", "us", "", None),
+    (
+        "CPU per request: gateway, pool of 1 / of 3",
+        ("cpu_us_per_request_server_pooled_1", "cpu_us_per_request_server_pooled_3"),
+        "us",
+        "",
+        None,
+    ),
+    (
+        "CPU per request: upstreams, pool of 1 / of 3",
+        ("cpu_us_per_request_upstream_pooled_1", "cpu_us_per_request_upstream_pooled_3"),
+        "us",
+        "",
+        None,
+    ),
     ("upstream connections opened (whole run)", "upstream_connections", "", "", None),
     ("upstream requests during the cached loads", "upstream_requests_cached", "", "0", lambda v: v == 0),
     ("X-Cache misses in a sample after the loads", "cache_sample_misses", "", "0", lambda v: v == 0),
+    (
+        "upstream connections per 1,000 requests, pool of 3",
+        "upstream_connections_per_1000_requests",
+        "",
+        "<= pool size",
+        lambda v: v <= bench_pool.POOL_SIZE,  # = upstream_pool_size: both from the pool's config
+    ),
+    ("  idle upstream connections kept, at most (pool size)", "upstream_pool_size", "", "", None),
+    ("  answers of each instance for those 1,000", "pool_answers_per_instance", "", "", None),
+    (
+        "  opened during the loads: pool of 1 / of 3",
+        ("upstream_connects_pooled_1", "upstream_connects_pooled_3"),
+        "",
+        "",
+        None,
+    ),
+    (
+        "  connects of that gateway / accepted by its instances",
+        ("upstream_connections_pool", "upstream_connections_accepted_pool"),
+        "",
+        "",  # no verdict: the run stops when they differ
+        None,
+    ),
 )
-
-
-class BenchError(Exception):
-    pass
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port, proc, log_path, timeout=10.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise BenchError("process exited (%s); log:\n%s" % (proc.returncode, _tail(log_path)))
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise BenchError("nothing listening on port %d after %.0f s; log:\n%s" % (port, timeout, _tail(log_path)))
-
-
-def _tail(path, n=2000):
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()[-n:]
-    except OSError:
-        return ""
-
-
-def stop(proc):
-    """Terminate a server we started (no-op for None or an exited one)."""
-    if proc is not None and proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # -- 1. micro-benchmarks on the unix port --------------------------------------------------------
@@ -260,53 +292,7 @@ def run_micro(quick, firmware):
     return json.loads(lines[-1])
 
 
-# -- 2. the servers ------------------------------------------------------------------------------
-
-
-def start_bare(tmp, port, name="bare"):
-    log = os.path.join(tmp, name + ".log")
-    with open(log, "w") as f:
-        proc = subprocess.Popen(
-            [MPY, os.path.join(HERE, "bare_server.py"), str(port)],
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=f,
-            stderr=subprocess.STDOUT,
-        )
-    wait_port(port, proc, log)
-    return proc, log
-
-
-def stop_bare(proc, log):
-    """Interrupt a bare server; returns the connections it accepted (-1 if it did not say)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    for line in _tail(log).splitlines():
-        if line.startswith("connections "):
-            return int(line.split()[1])
-    return -1
-
-
-def cpu_s(pid):
-    """User + system CPU seconds used so far by process pid (Linux /proc), or 0.0."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def cpu_self_children():
-    """CPU seconds of this process (loadgen threads) plus its waited-for children (wrk)."""
-    a = resource.getrusage(resource.RUSAGE_SELF)
-    b = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+# -- 2. the gateway's config and the checks of its routes ----------------------------------------
 
 
 def gateway_config(port, bare_port, secrets_path=None, mediation=False):
@@ -378,24 +364,6 @@ def check_auth_route(port, header):
         c.close()
 
 
-def upstream_answers(pid):
-    """Answers a bare server (pid) has written so far: its written bytes (/proc/PID/io wchar; the
-    unix port writes each answer with one write) over the size of its fixed answer; -1 if unknown."""
-    try:
-        with open("/proc/%d/io" % pid) as f:
-            for line in f:
-                if line.startswith("wchar:"):
-                    return int(line.split()[1]) // len(bare_server.RESPONSE)
-    except (OSError, ValueError):
-        pass
-    return -1
-
-
-def add_count(total, before, after):
-    """total + after - before: a count kept over several spans; -1 once a count was unknown."""
-    return -1 if total < 0 or before < 0 or after < 0 else total + after - before
-
-
 def cached_sample(port, n):
     """GET CACHED_PATH n times over one keep-alive connection: [(status, X-Cache, Age, body)]."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -436,63 +404,10 @@ def check_cached_route(port, upstream_pid):
 
 
 def start_gateway(tmp, port, bare_port, firmware, secrets_path, name="gateway", mediation=False):
-    cfg = os.path.join(tmp, name + ".json")
-    with open(cfg, "w") as f:
-        json.dump(gateway_config(port, bare_port, secrets_path, mediation), f)
-    log = os.path.join(tmp, name + ".log")
-    env = dict(os.environ, MICROPYPATH=".:%s:.frozen" % os.path.join(ROOT, "boards", "unix"))
-    with open(log, "w") as f:
-        proc = subprocess.Popen(
-            [MPY, "main.py", "--config", cfg, "--port", str(port)],
-            cwd=firmware,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=f,
-            stderr=subprocess.STDOUT,
-        )
-    wait_port(port, proc, log)
-    return proc, log
+    return start_firmware(tmp, name, gateway_config(port, bare_port, secrets_path, mediation), port, firmware)
 
 
-def health(conn):
-    """GET /_gw/health on a keep-alive connection, as a dict."""
-    status, body, keep = conn.get("/_gw/health")
-    if status != 200 or not keep:
-        raise BenchError("/_gw/health answered %d (keep-alive %s)" % (status, keep))
-    return json.loads(body)
-
-
-def gateway_connection(port):
-    conn = loadgen.Connection("127.0.0.1", port)
-    conn.open()
-    return conn
-
-
-def first_health(port):
-    """/_gw/health as the first request after boot (heap_used is then the heap after boot)."""
-    c = gateway_connection(port)
-    try:
-        h = health(c)
-    finally:
-        c.close()
-    if "alloc_total" not in h:
-        raise BenchError("/_gw/health has no alloc_total field (micropython.mem_total())")
-    return h
-
-
-# -- 3. load ---------------------------------------------------------------------------------------
-
-
-def load(tool, url, duration, headers=()):
-    if tool == "wrk":
-        try:
-            return loadgen.run_wrk(WRK, url, CONNECTIONS, duration, headers=headers)
-        except ValueError as e:
-            raise BenchError(str(e))
-    return loadgen.run(url, CONNECTIONS, duration, headers)
-
-
-# -- 4. memory -------------------------------------------------------------------------------------
+# -- 3. memory -------------------------------------------------------------------------------------
 
 
 def alloc_per_request(port, path, n, headers=()):
@@ -517,56 +432,6 @@ def alloc_per_request(port, path, n, headers=()):
 
 
 # -- the run -----------------------------------------------------------------------------------------
-
-
-def median(values):
-    v = sorted(values)
-    n = len(v)
-    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
-
-
-def measure_loads(res, tool, duration, rounds, warm, phases, upstream):
-    """Load each (name, url, server process, header lines) in turn, rounds times; medians and CPU
-    per request."""
-    runs = {name: [] for name, _, _, _ in phases}
-    cpu = {name: [0.0, 0.0, 0.0, 0] for name, _, _, _ in phases}  # server, upstream, load tool, requests
-    upstream_requests = {name: 0 for name, _, _, _ in phases}  # answered by the upstream, warm-up included
-    for rnd in range(rounds):
-        for name, url, server, headers in phases:
-            print(
-                "round %d/%d: %-12s %s, %s, %d connections, %g s ..."
-                % (rnd + 1, rounds, name, url, tool, CONNECTIONS, duration),
-                flush=True,
-            )
-            u0 = upstream_answers(upstream.pid)
-            if rnd == 0:
-                loadgen.run(url, CONNECTIONS, warm, headers)  # warm-up, not counted
-            cpu0 = (cpu_s(server.pid), cpu_s(upstream.pid), cpu_self_children())
-            r = load(tool, url, duration, headers)
-            cpu1 = (cpu_s(server.pid), cpu_s(upstream.pid), cpu_self_children())
-            upstream_requests[name] = add_count(upstream_requests[name], u0, upstream_answers(upstream.pid))
-            runs[name].append(r)
-            acc = cpu[name]
-            for i in range(3):
-                acc[i] += cpu1[i] - cpu0[i]
-            acc[3] += r.get("requests") or r["rps"] * duration
-    for name, _, _, _ in phases:
-        rs = runs[name]
-        res["rps_" + name] = median([r["rps"] for r in rs])
-        res["p50_ms_" + name] = median([r["p50_ms"] for r in rs])
-        res["p99_ms_" + name] = median([r["p99_ms"] for r in rs])
-        res["rps_%s_runs" % name] = " ".join("%.0f" % r["rps"] for r in rs)
-        res["errors_" + name] = sum(r.get("errors", 0) + r.get("non_2xx", 0) for r in rs)
-        acc = cpu[name]
-        res["cpu_us_per_request_server_" + name] = acc[0] * 1e6 / acc[3]
-        res["cpu_us_per_request_loadgen_" + name] = acc[2] * 1e6 / acc[3]
-        if name.startswith("proxied") or name == "cached":
-            res["cpu_us_per_request_upstream_" + name] = acc[1] * 1e6 / acc[3]
-        res["upstream_requests_" + name] = upstream_requests[name]
-    res["direct_vs_bare_rps_ratio"] = res["rps_direct"] / res["rps_bare"]
-    res["proxied_vs_bare_rps_ratio"] = res["rps_proxied"] / res["rps_bare"]
-    res["auth_vs_noauth_rps_ratio"] = res["rps_proxied_auth"] / res["rps_proxied"]
-    res["cache_hit_vs_direct_rps_ratio"] = res["rps_cached"] / res["rps_direct"]
 
 
 def run(quick=False, use_loadgen=False, duration=None, rounds=None, firmware=None):
@@ -614,7 +479,12 @@ def run(quick=False, use_loadgen=False, duration=None, rounds=None, firmware=Non
             ("proxied_auth", "http://127.0.0.1:%d%s" % (gw_port, AUTH_PATH), gw, (bearer,)),
             ("cached", "http://127.0.0.1:%d%s" % (gw_port, CACHED_PATH), gw, ()),
         )
-        measure_loads(res, tool, duration, rounds, 0.2 if quick else 0.5, phases, upstream)
+        warm = 0.2 if quick else 0.5
+        measure_loads(res, tool, duration, rounds, warm, phases, [upstream], ("proxied", "proxied_auth", "cached"))
+        res["direct_vs_bare_rps_ratio"] = res["rps_direct"] / res["rps_bare"]
+        res["proxied_vs_bare_rps_ratio"] = res["rps_proxied"] / res["rps_bare"]
+        res["auth_vs_noauth_rps_ratio"] = res["rps_proxied_auth"] / res["rps_proxied"]
+        res["cache_hit_vs_direct_rps_ratio"] = res["rps_cached"] / res["rps_direct"]
         res["cache_sample_misses"] = sample_misses(cached_sample(gw_port, CACHE_SAMPLE))
 
         print("alloc: %d requests each to /proxied and /direct over one connection ..." % ALLOC_REQUESTS, flush=True)
@@ -635,11 +505,14 @@ def run(quick=False, use_loadgen=False, duration=None, rounds=None, firmware=Non
         res["alloc_bytes_per_cached_request"], _ = alloc_per_request(gw_port, CACHED_PATH, ALLOC_REQUESTS)
         res["upstream_requests_cached"] = add_count(res["upstream_requests_cached"], u0, upstream_answers(upstream.pid))
         if gw.poll() is not None:
-            raise BenchError("the gateway exited; log:\n" + _tail(gw_log))
+            raise BenchError("the gateway exited; log:\n" + tail(gw_log))
         stop(gw)
         gw = None
         res["upstream_connections"] = stop_bare(upstream, up_log)  # opened by the gateway, whole run
         upstream = None
+        stop(bare)
+        bare = None
+        bench_pool.run(res, tool, duration, rounds, warm, firmware, tmp)  # a gateway of its own, alone
     finally:
         for proc in (gw, upstream, bare):
             stop(proc)
@@ -667,8 +540,8 @@ def _fmt(v, unit):
 def table(res):
     lines = []
     w = max(len(r[0]) for r in ROWS)
-    lines.append("%-*s  %16s  %10s  %s" % (w, "figure", "value", "target", "pass/miss"))
-    lines.append("-" * (w + 42))
+    lines.append("%-*s  %16s  %12s  %s" % (w, "figure", "value", "target", "pass/miss"))
+    lines.append("-" * (w + 44))
     for label, key, unit, target, test in ROWS:
         if isinstance(key, tuple):
             val = " / ".join(_fmt(res.get(k), unit) for k in key)
@@ -678,7 +551,7 @@ def table(res):
         verdict = ""
         if test is not None and not isinstance(key, tuple) and isinstance(res.get(key), (int, float)):
             verdict = "pass" if test(res[key]) else "MISS"
-        lines.append("%-*s  %16s  %10s  %s" % (w, label, val, target, verdict))
+        lines.append("%-*s  %16s  %12s  %s" % (w, label, val, target, verdict))
     lines.append("")
     errors = [(k[7:], res[k]) for k in sorted(res) if k.startswith("errors_") and res[k]]
     if errors:
@@ -687,7 +560,7 @@ def table(res):
         )
     lines.append(
         "load: %s, keep-alive, %d connections, %g s per load, bare / direct / proxied / proxied with a JWT / "
-        "cached one after the other, %d round(s), medians; the servers (MicroPython unix port) and the load "
+        "cached one after the other, then pool of 1 / pool of 3 (a gateway of its own), %d round(s), medians; the servers (MicroPython unix port) and the load "
         "generator share %d CPU cores."
         % (res["load_tool"], res["connections"], res["load_duration_s"], res["load_rounds"], res["cpu_count"])
     )

@@ -3,7 +3,8 @@
 It checks that each key of bench.json is there with a number (three are strings), never how fast
 anything is: timings depend on the machine and what else runs on it. The pieces of the auth run
 (its config, the token signed with PyJWT, the header the load carries) and of the cached route
-(its config, an upstream answer the cache stores) are checked apart.
+(its config, an upstream answer the cache stores) and of the pool phase (its config, and that the
+connections the gateway counted are the ones its instances accepted) are checked apart.
 """
 
 import base64
@@ -20,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import bench  # noqa: E402
+import bench_pool  # noqa: E402
 import loadgen  # noqa: E402
 
 
@@ -51,6 +53,14 @@ def test_bench_quick_writes_every_figure(tmp_path):
     assert res["protobuf_bench_bytes"] > 0  # the 10-field message round-tripped on MicroPython
     # Every request to /cached was a hit: the upstream answered none (-1: its writes not countable).
     assert res["upstream_requests_cached"] in (0, -1) and res["cache_sample_misses"] == 0
+    # The pool phase: 1,000 requests over 4 connections opened at most one upstream connection per
+    # idle place, and the gateway's count is what its three instances accepted.
+    assert res["upstream_pool_size"] == bench_pool.POOL_SIZE
+    assert 1 <= res["upstream_connections_per_1000_requests"] <= res["upstream_pool_size"]
+    assert res["upstream_connections_accepted_pool"] == res["upstream_connections_pool"]
+    spread = [int(n) for n in res["pool_answers_per_instance"].split()]
+    assert len(spread) == bench_pool.POOL_INSTANCES and sum(spread) == bench_pool.POOL_REQUESTS
+    assert res["errors_pooled_1"] == 0 and res["errors_pooled_3"] == 0
 
 
 def test_auth_config_and_token(tmp_path):
@@ -104,6 +114,30 @@ def test_cached_route_config_and_upstream_answer():
     assert hp.parse_request(slot) == hp.DONE
     assert med.cache_set(slot, rid, bench.CACHE_TTL_S * 1000, head + b"\r\n", body, 0)
     assert med.cache_get(slot, rid, 1000) >= 0
+
+
+def test_pool_config():
+    """The pool phase's gateway config loads with the firmware's config loader: /pool1 goes to a
+    round-robin pool of the first instance, /pool3 to one of all three; the idle connection caps
+    are CONNECTIONS per instance and POOL_SIZE in all; no health checks."""
+    from apigw.config import load_config_text
+    from apigw.lb import BalancingStrategy
+
+    ports = (9101, 9102, 9103)
+    doc = bench_pool.pool_config(8080, ports)
+    assert all("health_check" not in p for p in doc["pools"]) and doc["shell"] == {"enabled": False}
+    assert doc["listen"]["slots"] == bench.CONNECTIONS
+    cfg = load_config_text(json.dumps(doc))
+    b = cfg.balancer
+    assert b.max_idle_per_instance == bench.CONNECTIONS and b.max_idle == bench_pool.POOL_SIZE
+    assert bench_pool.POOL_SIZE == len(ports) * b.max_idle_per_instance
+    gw = cfg.gateway
+    for path, pool, want in (("/pool1", "one", ports[:1]), ("/pool3/x", "three", ports)):
+        rid, _ = gw.route("GET", path)
+        pid = gw.service_pool(gw.route_service(rid))
+        assert pid == b.lb.pool_id(pool) and b.lb.strategy(pid) == BalancingStrategy.ROUND_ROBIN
+        assert [(i.address, i.port) for i in b.lb.instances(pid)] == [("127.0.0.1", p) for p in want]
+        assert b.check_path[pid] is None  # no probes: only the benchmark's requests reach the instances
 
 
 def test_request_with_header():
