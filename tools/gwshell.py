@@ -78,7 +78,13 @@ class OfflineShell:
         from apigw.shell import Shell
 
         cfg = load_config(config_path)
-        self.shell = Shell(cfg.gateway, gate=cfg.gate, mediator=cfg.mediator, balancer=getattr(cfg, "balancer", None))
+        self.shell = Shell(
+            cfg.gateway,
+            gate=cfg.gate,
+            mediator=cfg.mediator,
+            balancer=getattr(cfg, "balancer", None),
+            guard=getattr(cfg, "guard", None),
+        )
 
     def run(self, line):
         return self.shell.execute(line)

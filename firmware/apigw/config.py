@@ -52,7 +52,7 @@ LIMITS = (
 )
 SHELL = (("enabled", 0, 0), ("host", 0, 0), ("port", 1, 65535))
 SCHEMAS = {"listen": (Listen, LISTEN), "limits": (Limits, LIMITS), "shell": (Shell, SHELL)}
-SERVICE_KEYS = ("name", "host", "port", "pool", "timeout_ms", "keepalive")
+SERVICE_KEYS = ("name", "host", "port", "pool", "timeout_ms", "keepalive", "resilience")
 ARRAYS = ("services", "routes", "pools")  # top-level arrays read one element at a time
 ROUTE_KEYS = (
     "path",
@@ -66,12 +66,13 @@ ROUTE_KEYS = (
     "name",
     "policy",
     "transform",
+    "resilience",
 )
 
 # Extension sections: name -> handler(value, config), called after routes are loaded.
 SECTIONS = {}
 # Sections whose code is loaded only when a config has them (authconfig, medconfig, lbconfig).
-LAZY_SECTIONS = ("auth", "mediation", "balancer")
+LAZY_SECTIONS = ("auth", "mediation", "balancer", "resilience")
 
 
 class ConfigError(ValueError):
@@ -269,7 +270,7 @@ def _gateway_error(e, label):
     return ConfigError("%s: %s" % (where, msg))
 
 
-def _add_service(gw, d, label, defaults, pools):
+def _add_service(gw, d, label, defaults, pools, guarded):
     _keys(d, label, SERVICE_KEYS)
     pool = d.get("pool")  # instead of host and port (lbconfig checks it)
     for k in ("name",) if pool is not None else ("name", "host", "port"):
@@ -286,9 +287,11 @@ def _add_service(gw, d, label, defaults, pools):
         raise _gateway_error(e, label)
     if pool is not None:
         pools.append((sid, pool, label, "host" in d or "port" in d))  # resolved by lbconfig
+    if "resilience" in d:
+        guarded.append(("s", sid, d["resilience"], label + ".resilience"))  # read by resconfig
 
 
-def _add_route(gw, d, label, policies, transforms):
+def _add_route(gw, d, label, policies, transforms, guarded):
     _keys(d, label, ROUTE_KEYS)
     if "path" not in d:
         raise ConfigError("%s.path: required" % label)
@@ -324,6 +327,8 @@ def _add_route(gw, d, label, policies, transforms):
         policies.append((rid, d["policy"], label))  # resolved by the auth section, read last
     if "transform" in d:
         transforms.append((rid, d["transform"], label))  # resolved by the mediation section
+    if "resilience" in d:
+        guarded.append(("r", rid, d["resilience"], label + ".resilience"))  # read by resconfig
 
 
 # -- loading --------------------------------------------------------------------------------------
@@ -379,14 +384,16 @@ def load_config_stream(stream, gateway=None, before_tables=None, base_dir=""):
             if i >= gw.max_services:
                 raise ConfigError("services: more than limits.services (%d)" % gw.max_services)
             label = "services[%d]" % i
-            _add_service(gw, _loads(text, label, start), label, defaults, cfg.service_pools)
+            _add_service(gw, _loads(text, label, start), label, defaults, cfg.service_pools, cfg.resilience_items)
             defaults.count += 1
     if "routes" in arrays:
         for i, text, start, first in _members(stream, arrays["routes"], False, _all, "routes"):
             if i >= gw.max_routes:
                 raise ConfigError("routes: more than limits.routes (%d)" % gw.max_routes)
             label = "routes[%d]" % i
-            _add_route(gw, _loads(text, label, start), label, cfg.route_policies, cfg.route_transforms)
+            _add_route(
+                gw, _loads(text, label, start), label, cfg.route_policies, cfg.route_transforms, cfg.resilience_items
+            )
     for name in extra:
         if name in LAZY_SECTIONS:
             continue
@@ -408,6 +415,10 @@ def load_config_stream(stream, gateway=None, before_tables=None, base_dir=""):
         from .lbconfig import apply_pools  # only a config with pools loads the balancer's code
 
         apply_pools(cfg, stream, arrays.get("pools"), extra.get("balancer"))
+    if "resilience" in extra or cfg.resilience_items:
+        from .resconfig import apply_resilience  # only a config with resilience settings loads it
+
+        apply_resilience(cfg, extra.get("resilience"))
     return cfg
 
 

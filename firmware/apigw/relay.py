@@ -19,7 +19,7 @@ from . import httpparse as hp
 from .chunked import ERROR as CHUNK_ERROR
 from .chunked import MORE as CHUNK_MORE
 from .chunked import ChunkedTracker
-from .compat import const, micropython, ticks_add, ticks_ms
+from .compat import const, micropython, ticks_add, ticks_diff, ticks_ms
 from .fwdhead import RequestWriter
 from .gwtypes import HealthStatus
 from .native import mem_move
@@ -38,6 +38,7 @@ CONNECT = const(4)  # open a connection to host():port(), then call connected(so
 DONE_KEEP = const(5)  # answered; the client connection may carry another request
 DONE_CLOSE = const(6)  # answered (or cut short): close the client connection
 FAIL = const(7)  # the upstream failed before anything went to the client: answer 502
+RETRY = const(8)  # the answer was dropped to try again (resio.Guard.retry_answer): after()
 COLLECTED = const(8)  # collect mode: the whole answer is in the collect buffer (head_len, collected)
 TOO_BIG = const(9)  # collect mode: the answer does not fit the collect buffer (nothing was sent)
 
@@ -56,6 +57,11 @@ class Relay:
     iid = -1  # the load-balancer instance in use (PoolRelay), or -1
     extra = None  # a header line for the answer (PoolRelay: a sticky-session Set-Cookie)
     extra_len = 0
+    # Timeouts a resilience config sets per request (class defaults: the gateway's own): the
+    # connect timeout (0: the upstream's), and the ticks by which the whole exchange must be over.
+    connect_ms = 0
+    end_by = None
+    guard = None  # resio.Guard, when a config has resilience settings (set on the instance then)
 
     def __init__(self, upstream, slot):
         self.upstream = upstream
@@ -106,7 +112,7 @@ class Relay:
         self.sent = False
         if sock is None:
             self.reused = False
-            slot.deadline = ticks_add(ticks_ms(), self.upstream.connect_timeout_ms)
+            self._until(self.connect_ms or self.upstream.connect_timeout_ms)
             return CONNECT
         self.reused = True
         self.upstream.reuses += 1
@@ -118,7 +124,7 @@ class Relay:
         slot = self.slot
         up = self.upstream
         self.sock = sock
-        slot.deadline = ticks_add(ticks_ms(), self.timeout_ms)
+        self._until(self.timeout_ms)  # the time to the first byte of the answer
         st = up.gw.strtab
         pre = slot.fwd_prefix
         poff = st.offset(pre) if pre >= 0 else 0
@@ -133,6 +139,14 @@ class Relay:
         self.phase = _SEND
         self.pos = self.end = 0
         return self.step()
+
+    def _until(self, ms):
+        """The slot's deadline: ms from now, or end_by if that comes first. No allocation."""
+        d = ticks_add(ticks_ms(), ms)
+        e = self.end_by
+        if e is not None and ticks_diff(d, e) > 0:
+            d = e
+        self.slot.deadline = d
 
     def fail(self):
         """The upstream cannot answer (refused, closed, garbled): FAIL (502), and note the service
@@ -223,6 +237,12 @@ class Relay:
                         mem_move(io, RESERVE, io, he, n - he)
                         self.n = RESERVE + n - he
                         continue
+                    g = self.guard
+                    if g is not None and g.retry_answer(self, he):
+                        self.answered(head.status)
+                        self._close()  # its body unread: the connection cannot be reused
+                        self._release()
+                        return RETRY
                     col = self.collector
                     if self.collect is not None and col is not None:
                         r = col.start(self, he)
@@ -241,7 +261,7 @@ class Relay:
                     self.pos += send_now(self.client, io, self.pos, self.end)
                     if self.pos < self.end:
                         return WAIT_CLIENT_WRITE
-                    slot.deadline = ticks_add(ticks_ms(), self.timeout_ms)
+                    self._until(self.timeout_ms)  # the longest wait for more of the answer
                     if self.left <= 0:
                         return self._finish(True)
                     self.phase = _BODY

@@ -97,6 +97,9 @@ class Server:
         )
         if b is not None:
             b.attach(self.upstream, bool(lc.tls_cert))
+        self.guard = g = getattr(config, "guard", None)  # resio.Guard, with resilience settings
+        if g is not None:
+            g.attach(self.upstream)
         self.stats = Stats()
         self.waiters = []  # [event, slot] per queued connection, oldest first
         self.started = ticks_ms()
@@ -258,6 +261,8 @@ class Server:
                 self._reply_error(slot, sock, 500, False, 0)
         finally:
             self.upstream.relays[slot.index].abort()  # a request cut short leaves no upstream socket
+            if self.guard is not None:
+                self.guard.release(slot)  # nor a bulkhead permit or a breaker's probe place
             if self.medio is not None:
                 self.medio.release(slot)
             close_socket(sock)
@@ -290,6 +295,8 @@ class Server:
             rl = self.upstream.relays[slot.index]
             if rl.iid >= 0 and self.balancer is not None:
                 self.balancer.passive(rl.current(), False)  # too slow counts against the instance
+            if self.guard is not None:
+                self.guard.cancelled(slot)  # and against the service's breaker
         if status:
             self.stats.timeouts += 1
             try:
@@ -401,15 +408,27 @@ class Server:
                             more = self._send(slot, sock, status, ctype, body)
                             if more:
                                 await self._send_rest(slot, sock, wait, body, more)
+                    g = self.guard
+                    tmo = 0
                     if svc >= 0:
+                        tmo = gw.service_timeout(svc)
+                        if g is not None:  # resilience: breaker, bulkhead, timeouts (resio.Guard)
+                            tmo = g.enter(slot, rl, svc, rid, tmo)
+                            if tmo == 0:
+                                tmo = await g.queue(slot)  # the bulkhead is full: wait in its queue
+                            if tmo < 0:
+                                left = g.refuse(self, slot, sock, tmo) == 1
+                                svc = -2
+                    while svc >= 0:  # once, or again for each retry
                         iid = self._instance(slot, sock, svc, rl) if gw.service_pool(svc) >= 0 else -1
                         if iid < -1:  # no instance in rotation: 503 sent (-3: part of it is left)
                             left = iid == -3
-                            svc = -2
-                    if svc >= 0:
+                            if g is not None:
+                                g.release(slot)
+                            break
                         # The relay does the work and says what it waits for; this loop does the
                         # waiting, so a proxied request creates no coroutine of its own.
-                        w = rl.begin(svc, sock, gw.service_timeout(svc), iid)
+                        w = rl.begin(svc, sock, tmo, iid)
                         while w < relay.DONE_KEEP:
                             if w == relay.WAIT_UP_READ:
                                 await wait.readable(rl.sock)
@@ -427,6 +446,14 @@ class Server:
                                 w = rl.connected(conn)
                                 continue
                             w = rl.step()
+                        if g is not None:
+                            d = g.after(slot, rl, w)  # the outcome to the breaker; retry?
+                            if d >= 0:
+                                await asyncio.sleep_ms(d)
+                                if g.again(slot):
+                                    continue
+                                left = g.refuse(self, slot, sock, -1) == 1  # the breaker opened meanwhile
+                                break
                         if rl.collect is not None and self.medio is not None:  # mediation: converted, then sent
                             keep = await self.medio.after(slot, sock, wait, rid, w, keep)
                             left = slot.out_start < slot.out_end  # an error answer not all sent yet
@@ -437,6 +464,7 @@ class Server:
                         else:
                             stats.count(200)  # relayed (per-status counts come with monitoring)
                             keep = keep and w == relay.DONE_KEEP
+                        break
             if left:  # the socket did not take the whole answer at once
                 await send_all(wait, sock, io, slot.out_start, slot.out_end)
             if not keep or self.stopping:
@@ -477,7 +505,7 @@ class Server:
         return slot.out_start < n
 
     @micropython.native
-    def _send(self, slot, sock, status, ctype, body, extra=None):
+    def _send(self, slot, sock, status, ctype, body, extra=None, retry_after=-1):
         """A direct answer (respond routes, gateway endpoints), sent as far as the socket takes it
         now. Returns 0 when all went out, 1 when io[out_start:out_end] is left, 2 when the body
         did not fit the I/O buffer and goes after the head: then await _send_rest. No allocation."""
@@ -492,7 +520,7 @@ class Server:
             slot.keep_alive,
             slot.version,
             0,
-            -1,
+            retry_after,
             slot.method == hp.METHOD_HEAD,
             extra,
             0 if extra is None else len(extra),
@@ -530,4 +558,5 @@ class Server:
             "requests": self.stats.requests,
             "auth": None if self.gate is None else {"clock_synced": self.gate.auth.now > 0},
             "lb": None if self.balancer is None else self.balancer.stats(),
+            "resilience": None if self.guard is None else self.guard.stats(),
         }

@@ -56,6 +56,7 @@ class Config:
     """A loaded config: the gateway and one plain object per section."""
 
     balancer = None  # the lbio.Balancer, when the config has pools (set on the instance then)
+    guard = None  # the resio.Guard, when the config has resilience settings (likewise)
 
     def __init__(self, gateway, listen, limits, shell, services):
         self.gateway = gateway
@@ -68,5 +69,6 @@ class Config:
         self.gate = None  # the AuthGate, when the config has an auth section
         self.route_transforms = []  # (route id, transform name, label) until the mediation section resolves them
         self.service_pools = []  # (service id, pool name, label, has a host) until lbconfig resolves them
+        self.resilience_items = []  # ("s" or "r", service or route id, settings, label) for resconfig
         self.mediator = None  # the RequestMediator, when the config has a mediation section
         self.base_dir = ""  # the config file's folder: relative paths in the config start there

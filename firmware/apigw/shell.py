@@ -44,7 +44,7 @@ def table(rows, header):
 class Shell:
     """Runs command lines against a gateway (and, on a board, its server)."""
 
-    def __init__(self, gateway, server=None, gate=None, mediator=None, balancer=None):
+    def __init__(self, gateway, server=None, gate=None, mediator=None, balancer=None, guard=None):
         self.gw = gateway
         self.server = server
         self.commands = {}  # name -> (handler(words) -> str, summary, [(sub, usage, help)])
@@ -68,6 +68,12 @@ class Shell:
             from .lbshell import register as register_lb
 
             register_lb(self, balancer)
+        if guard is None and server is not None:
+            guard = getattr(server, "guard", None)
+        if guard is not None:  # the config has resilience settings
+            from .resshell import register as register_resilience
+
+            register_resilience(self, guard)
 
     def register(self, name, handler, summary, subs):
         """Add a command. handler(words) returns the text to show; subs documents its sub-commands."""
