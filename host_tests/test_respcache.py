@@ -162,6 +162,27 @@ def test_expiry_age_and_ticks_wraparound():
         assert not c.commit(h, ticks_add(base, 1000))
 
 
+def test_expired_answers_kept_stale_for_a_fallback():
+    for base in ((1 << 30) - 300, ticks_add(0, -300), 12345):
+        c = ResponseCache(4, 512)
+        c.keep_stale_ms = 5000
+        s = _get(b"/s")
+        assert _store(c, s, b"old", now=base, ttl=1000)
+        assert c.lookup(s, 1, ticks_add(base, 999), stale=True) >= 0  # fresh is fine too
+        assert c.lookup(s, 1, ticks_add(base, 1000)) == -1  # a fresh lookup misses it...
+        assert c.stats()["entries_in_use"] == 1 and c.sweep(ticks_add(base, 5999)) == 0  # ...but it stays
+        i = c.lookup(s, 1, ticks_add(base, 5999), stale=True)
+        assert i >= 0 and bytes(c.buf[c.entry_body(i) : c.entry_end(i)]) == b"old"
+        assert c.stats()["stale_hits"] == 2 and c.stats()["hits"] == 0
+        assert c.lookup(s, 1, ticks_add(base, 6000), stale=True) == -1  # kept long enough: dropped
+        assert c.stats()["entries_in_use"] == 0
+        assert _store(c, s, b"old", now=base, ttl=1000)
+        assert _store(c, s, b"new", now=ticks_add(base, 2000), ttl=1000)  # a fresh answer replaces it
+        i = c.lookup(s, 1, ticks_add(base, 2000), stale=True)
+        assert bytes(c.buf[c.entry_body(i) : c.entry_end(i)]) == b"new" and c.stats()["entries_in_use"] == 1
+        assert c.sweep(ticks_add(base, 8000)) == 1
+
+
 def test_lru_eviction_keeps_the_touched_entry():
     c = ResponseCache(3, 512)
     for p in (b"/a", b"/b", b"/c"):

@@ -19,6 +19,7 @@ from .sockio import send_all, send_now
 
 X_CACHE_HIT = b"X-Cache: HIT\r\n"
 HIT_AGE = b"X-Cache: HIT\r\nAge: "  # one piece: a hit's answer is written in as few copies as it can
+STALE_AGE = b"X-Cache: STALE\r\nAge: "  # a stale answer given as a resilience fallback
 CRLF_CRLF = b"\r\n\r\n"
 X_CACHE_MISS = b"X-Cache: MISS\r\n"
 
@@ -51,7 +52,7 @@ class MediationIO:
         return self._prepare_forward(slot, sock, tid, self.med.transforms[tid])
 
     @micropython.native
-    def _send_cached(self, slot, sock, i, now):
+    def _send_cached(self, slot, sock, i, now, tag=HIT_AGE):
         """A cache hit: the stored head, X-Cache and Age, the connection's own header, the body
         (when it fits the I/O buffer with the head). No allocation."""
         med = self.med
@@ -64,7 +65,7 @@ class MediationIO:
         be = bs + cache.blen[i]
         n = bs - hs
         mem_move(io, 0, cb, hs, n)  # the stored head ends with its last header line's CRLF
-        pos = rsp.put(io, n, HIT_AGE)
+        pos = rsp.put(io, n, tag)
         pos = rsp.put_uint(io, pos, cache.age_s(i, now))
         if slot.keep_alive and slot.version == 11:  # the usual case: the blank line follows at once
             pos = rsp.put(io, pos, CRLF_CRLF)

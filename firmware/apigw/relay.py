@@ -38,9 +38,9 @@ CONNECT = const(4)  # open a connection to host():port(), then call connected(so
 DONE_KEEP = const(5)  # answered; the client connection may carry another request
 DONE_CLOSE = const(6)  # answered (or cut short): close the client connection
 FAIL = const(7)  # the upstream failed before anything went to the client: answer 502
-RETRY = const(8)  # the answer was dropped to try again (resio.Guard.retry_answer): after()
 COLLECTED = const(8)  # collect mode: the whole answer is in the collect buffer (head_len, collected)
 TOO_BIG = const(9)  # collect mode: the answer does not fit the collect buffer (nothing was sent)
+RETRY = const(10)  # the answer was dropped to try again (resio.Guard.retry_answer): after()
 
 _SEND = const(0)  # writing the request upstream: io[pos:end], then the writer's next bytes
 _HEAD = const(1)  # reading the response head into io[RESERVE:]

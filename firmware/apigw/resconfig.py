@@ -37,7 +37,7 @@ BREAKER_KEYS = (
 BULKHEAD_KEYS = ("max_concurrent", "max_waiting", "queue_timeout_ms")
 RETRY_KEYS = ("attempts", "base_ms", "multiplier", "cap_ms", "max_total_ms", "on_status")
 TIMEOUT_KEYS = ("connect_ms", "first_byte_ms", "total_ms")
-FALLBACK_KEYS = ("status", "body", "content_type")
+FALLBACK_KEYS = ("cache", "max_stale_s", "status", "body", "content_type")
 _MS = 3600000  # the longest timeout: one hour (as config.py's)
 _H = (1 << 29) - 1  # the breaker's longest duration
 
@@ -71,7 +71,7 @@ def apply_resilience(cfg, section):
             _service(g, gw, sid, _obj(value, label, SERVICE_KEYS), label, cfg.listen.io_buffer)
     for kind, rid, value, label in items:
         if kind == "r":
-            _route(g, gw, rid, _obj(value, label, ROUTE_KEYS), label, cfg.listen.io_buffer)
+            _route(g, gw, rid, _obj(value, label, ROUTE_KEYS), label, cfg)
     cfg.resilience_items = []
     cfg.guard = g
     return g
@@ -111,7 +111,8 @@ def _service(g, gw, sid, d, label, io_buffer):
     _fits(io_buffer, g.refusals[sid][1], label + ".name")
 
 
-def _route(g, gw, rid, d, label, io_buffer):
+def _route(g, gw, rid, d, label, cfg):
+    io_buffer = cfg.listen.io_buffer
     if gw.route_service(rid) < 0:
         raise ConfigError("%s: a route that answers itself has no upstream to protect" % label)
     sid = gw.route_service(rid)
@@ -125,7 +126,16 @@ def _route(g, gw, rid, d, label, io_buffer):
         g.r_retry[k] = -2 if d["retry"] is False else _retry(g, d["retry"], label + ".retry")
     if "fallback" in d:
         f = _obj(d["fallback"], label + ".fallback", FALLBACK_KEYS)
-        status = _int(f.get("status", 200), 200, 599, label + ".fallback.status")
+        cached = f.get("cache", False)
+        if cached is not True and cached is not False:
+            raise ConfigError("%s.fallback.cache: must be true or false" % label)
+        if cached:
+            _stale(cfg, gw, rid, _int(f.get("max_stale_s", 3600), 0, 86400, label + ".fallback.max_stale_s"), label)
+        elif "max_stale_s" in f:
+            raise ConfigError("%s.fallback.max_stale_s: only with cache: true" % label)
+        status = _int(f.get("status", 0 if cached else 200), 0 if cached else 200, 599, label + ".fallback.status")
+        if status and status < 200:
+            raise ConfigError("%s.fallback.status: must be an integer 200-599" % label)
         body = f.get("body", "")
         ctype = f.get("content_type")
         if not isinstance(body, str):
@@ -135,7 +145,19 @@ def _route(g, gw, rid, d, label, io_buffer):
             raise ConfigError("%s.fallback.content_type: must be a media type" % label)
         body = body.encode()
         _fits(io_buffer, body, label + ".fallback.body")
-        g.set_fallback(rid, status, None if ctype is None else ctype.encode(), body)
+        g.set_fallback(rid, status, None if ctype is None else ctype.encode(), body, cached)
+
+
+def _stale(cfg, gw, rid, max_stale_s, label):
+    """A cache fallback needs the route's answers cached: its transform caches them, which keeps
+    expired ones max_stale_s longer (the longest any route asks for)."""
+    med = cfg.mediator
+    tid = gw.route_transform(rid)
+    if med is None or med.cache is None or tid < 0 or not med.transforms[tid].policy.cache_ttl:
+        raise ConfigError("%s.fallback.cache: the route needs a transform that caches its answers" % label)
+    keep = max_stale_s * 1000
+    if keep > med.cache.keep_stale_ms:
+        med.cache.keep_stale_ms = keep
 
 
 def _timeouts(g, i, arrays, value, label):

@@ -27,14 +27,13 @@ import asyncio
 from .backoff import IDEMPOTENT_METHODS
 from .breaker import SUCCESS, BreakerTable, FailureReason, classify
 from .bulkhead import ACQUIRED, MUST_WAIT, BulkheadTable
-from .compat import const, micropython, ticks_add, ticks_diff, ticks_ms
+from .compat import micropython, ticks_add, ticks_diff, ticks_ms
 from .errors import error_json
+from .relay import FAIL, RETRY
 from .resphead import RESERVE
 from .strtab import table
 
 _CONN = FailureReason.CONNECTION_ERROR
-_FAIL = const(7)  # relay.FAIL
-_RETRY = const(8)  # relay.RETRY
 _RETRY_AFTER = b"retry-after:"
 
 
@@ -132,8 +131,10 @@ class Guard:
         """Route rid's override index, or -1 when it has no settings of its own."""
         return self._r[rid] if self._r is not None else -1
 
-    def set_fallback(self, rid, status, ctype, body):
-        self.fallbacks[self.route_override(rid)] = (status, ctype, body)
+    def set_fallback(self, rid, status, ctype, body, cached=False):
+        """Route rid's answer when its service refuses: its cached answer (cached), else status
+        (0: none) with body."""
+        self.fallbacks[self.route_override(rid)] = (status, ctype, body, cached)
 
     # -- the request path (no allocation) ----------------------------------------------------------
 
@@ -228,11 +229,11 @@ class Guard:
         """An attempt ended with relay code w: its outcome goes to the breaker. Returns the ms to
         wait before the next attempt (then again()), or -1: the request is done with the upstream."""
         i = slot.index
-        if w == _RETRY:
+        if w == RETRY:
             d = self._delay[i]
             rl._until(d + 1000)  # the reaper leaves the wait alone (the deadline still holds)
             return d
-        if w == _FAIL:
+        if w == FAIL:
             pol = self._pol[i]
             if pol >= 0 and (not rl.sent or slot.method & IDEMPOTENT_METHODS):
                 d = self._next_delay(i, pol, -1)
@@ -346,16 +347,27 @@ class Guard:
 
     def refuse(self, srv, slot, sock, code):
         """Answer a refused request (code -1: circuit open, -2: bulkhead full): the route's fallback,
-        else 503 naming the service, with Retry-After (the time the breaker stays open). Returns
-        what server._send() does (0, or 1: io[out_start:out_end] is left; resconfig made sure every
-        refusal fits the I/O buffer)."""
+        (its cached answer, else a static one), else 503 naming the service, with Retry-After (the time the breaker stays open). Returns
+        0 or 1 as server._send() does (resconfig made sure every refusal fits the I/O buffer), or 3
+        when a cached answer's body is still to be sent (medio.send_cached_body())."""
         i = slot.index
         svc = self._svc[i]
         rid = self._rid[i]
         k = self._r[rid] if self._r is not None else -1
         fb = self.fallbacks[k] if k >= 0 else None
         if fb is not None:
-            return srv._send(slot, sock, fb[0], fb[1], fb[2])
+            if fb[3]:  # the route's last cached answer, fresh or stale
+                from .medio import STALE_AGE  # loaded already: the route has a caching transform
+
+                mio = srv.medio
+                cache = mio.med.cache
+                now = ticks_ms()
+                e = cache.lookup(slot, rid, now, False, True)
+                if e >= 0 and cache.hlen[e] + 128 <= len(slot.io):
+                    mio.entry[slot.index] = e
+                    return mio._send_cached(slot, sock, e, now, STALE_AGE)
+            if fb[0]:
+                return srv._send(slot, sock, fb[0], fb[1], fb[2])
         ra = 1
         if code == -1:
             bid = self.s_breaker[svc]

@@ -63,7 +63,7 @@ _K_AUTH = bytes((hp.HDR_AUTHORIZATION,))  # for hkind.find(): no allocation
 _K_COOKIE = bytes((hp.HDR_COOKIE,))
 _CRLF = b"\r\n"
 _AGE = b"Age: "
-_STATS = ("hits", "misses", "bypass", "stores", "evictions", "expired", "abandoned")
+_STATS = ("hits", "misses", "bypass", "stores", "evictions", "expired", "abandoned", "stale_hits")
 
 
 @micropython.native
@@ -199,6 +199,11 @@ class ResponseCache:
         self.mru = self.lru = -1
         self.hits = self.misses = self.bypass = self.stores = 0
         self.evictions = self.expired = self.abandoned = 0
+        # Expired entries are kept this long as stale answers (lookup(stale=True): a resilience
+        # fallback while the upstream's breaker is open, RFC 5861's stale-if-error); fresh lookups
+        # miss them. Below 2**29 ms.
+        self.keep_stale_ms = 0
+        self.stale_hits = 0
 
     @micropython.native
     def _unlink(self, i):
@@ -258,10 +263,11 @@ class ResponseCache:
         return True
 
     @micropython.native
-    def lookup(self, slot, route, now_ms, credentials_ok=False):
+    def lookup(self, slot, route, now_ms, credentials_ok=False, stale=False):
         """Entry index for the GET or HEAD request in slot on route, or -1. A request with a body,
         or with Authorization or Cookie unless credentials_ok, bypasses the cache. Expired entries
-        met are dropped; a hit becomes most recently used. No allocation."""
+        met are dropped unless kept as stale (keep_stale_ms); stale: those are found too (a
+        fallback answer). A hit becomes most recently used. No allocation."""
         m = slot.method
         n = -1
         if (m == hp.METHOD_GET or m == hp.METHOD_HEAD) and not slot.content_length:
@@ -287,16 +293,22 @@ class ResponseCache:
                 continue
             if not (mem_eq(d, i * eb, sb, ps, pn) and mem_eq(d, i * eb + pn, sb, qs, n - pn)):
                 continue
-            if _since(now_ms, self.expiry[i]) >= 0:
-                self._drop(i)
-                self.expired += 1
+            age = _since(now_ms, self.expiry[i])
+            if age >= 0 and (not stale or age >= self.keep_stale_ms):
+                if age >= self.keep_stale_ms:
+                    self._drop(i)
+                    self.expired += 1
             elif self.klen[i] == n or self._vary_match(i, slot):
                 if i != self.mru:
                     self._unlink(i)
                     self._push(i)
-                self.hits += 1
+                if stale:
+                    self.stale_hits += 1
+                else:
+                    self.hits += 1
                 return i
-        self.misses += 1
+        if not stale:
+            self.misses += 1
         return -1
 
     def entry_head(self, i):
@@ -331,14 +343,20 @@ class ResponseCache:
 
     @micropython.native
     def _victim(self, now_ms):
-        """A free or expired entry, else the LRU tail (never one being filled), or -1."""
-        for i in range(self.entries):
-            st = self.state[i]
-            if st == _FREE or (st == _READY and _since(now_ms, self.expiry[i]) >= 0):
-                if st:
-                    self._drop(i)
-                    self.expired += 1
-                return i
+        """A free or expired entry (a stale one kept for fallbacks last), else the LRU tail (never
+        one being filled), or -1."""
+        keep = self.keep_stale_ms
+        while True:
+            for i in range(self.entries):
+                st = self.state[i]
+                if st == _FREE or (st == _READY and _since(now_ms, self.expiry[i]) >= keep):
+                    if st:
+                        self._drop(i)
+                        self.expired += 1
+                    return i
+            if keep == 0:
+                break
+            keep = 0  # none: a stale one, then
         i = self.lru
         if i >= 0:
             self._drop(i)
@@ -541,10 +559,12 @@ class ResponseCache:
         return n
 
     def sweep(self, now_ms):
-        """Drop expired entries; returns how many. No allocation."""
+        """Drop expired entries (kept stale ones once keep_stale_ms has passed too); returns how
+        many. No allocation."""
         n = 0
+        keep = self.keep_stale_ms
         for i in range(self.entries):
-            if self.state[i] == _READY and _since(now_ms, self.expiry[i]) >= 0:
+            if self.state[i] == _READY and _since(now_ms, self.expiry[i]) >= keep:
                 self._drop(i)
                 n += 1
         self.expired += n

@@ -416,10 +416,7 @@ class Server:
                             tmo = g.enter(slot, rl, svc, rid, tmo)
                             if tmo == 0:
                                 tmo = await g.queue(slot)  # the bulkhead is full: wait in its queue
-                            if tmo < 0:
-                                left = g.refuse(self, slot, sock, tmo) == 1
-                                svc = -2
-                    while svc >= 0:  # once, or again for each retry
+                    while svc >= 0 and tmo > 0:  # once, or again for each retry
                         iid = self._instance(slot, sock, svc, rl) if gw.service_pool(svc) >= 0 else -1
                         if iid < -1:  # no instance in rotation: 503 sent (-3: part of it is left)
                             left = iid == -3
@@ -452,7 +449,7 @@ class Server:
                                 await asyncio.sleep_ms(d)
                                 if g.again(slot):
                                     continue
-                                left = g.refuse(self, slot, sock, -1) == 1  # the breaker opened meanwhile
+                                tmo = -1  # the breaker opened meanwhile
                                 break
                         if rl.collect is not None and self.medio is not None:  # mediation: converted, then sent
                             keep = await self.medio.after(slot, sock, wait, rid, w, keep)
@@ -465,6 +462,11 @@ class Server:
                             stats.count(200)  # relayed (per-status counts come with monitoring)
                             keep = keep and w == relay.DONE_KEEP
                         break
+                    if tmo < 0:  # refused by the breaker (-1) or the bulkhead (-2): 503 or a fallback
+                        if g.refuse(self, slot, sock, tmo) == 3:  # type: ignore  # a cached body left to send
+                            await self.medio.send_cached_body(slot, sock, wait)  # type: ignore
+                        else:
+                            left = slot.out_start < slot.out_end
             if left:  # the socket did not take the whole answer at once
                 await send_all(wait, sock, io, slot.out_start, slot.out_end)
             if not keep or self.stopping:

@@ -417,3 +417,38 @@ def test_client_sees_keep_alive_through_retries(e2e, upstream, tmp_path):
         assert up.count == 10
     finally:
         gw.stop()
+
+
+def test_an_open_breaker_serves_the_routes_last_cached_answer_stale(e2e, upstream, tmp_path):
+    up = upstream()
+    routes = [
+        {
+            "path": "/c",
+            "service": "api",
+            "transform": "cached",
+            "resilience": {"fallback": {"cache": True, "max_stale_s": 60}},
+        },
+        {"path": "/d", "service": "api", "transform": "cached", "resilience": {"fallback": {"cache": True}}},
+    ]
+    cfg = _config(e2e, [_svc("api", up, breaker=BREAKER)], routes)
+    cfg["mediation"] = {
+        "limits": {"buffers": 2, "buffer_bytes": 1024, "cache_entries": 4, "cache_entry_bytes": 512},
+        "transforms": {"cached": {"cache": {"ttl_s": 1}}},
+    }
+    gw = e2e.Gateway(cfg, tmp_path, "stale").start()
+    try:
+        status, hdrs, doc = _get(gw, "/c")
+        assert status == 200 and hdrs["X-Cache"] == "MISS" and doc["n"] == 1
+        up.status = 500
+        assert _get(gw, "/c")[1]["X-Cache"] == "HIT"  # fresh: the upstream is not asked
+        time.sleep(1.1)  # expired: kept as a stale answer, but a fresh lookup misses it
+        for _ in range(3):
+            assert _get(gw, "/c")[0] == 500
+        assert up.count == 4
+        status, hdrs, doc = _get(gw, "/c")  # the breaker is open: the stale answer instead of a 503
+        assert status == 200 and hdrs["X-Cache"] == "STALE" and int(hdrs["Age"]) >= 1 and doc["n"] == 1
+        status, _, doc = _get(gw, "/d")  # nothing cached for this one: the 503
+        assert status == 503 and doc["error"] == "circuit_open"
+        assert up.count == 4
+    finally:
+        gw.stop()
