@@ -246,3 +246,6 @@ def test_request_path_allocates_nothing():
     finally:
         micropython.heap_unlock()
     assert b.lb.get_connection_count(None) == 0
+    before = micropython.mem_total()  # what heap_lock() cannot show: a bytecode frame off the heap
+    _traffic(b, rl, web, kv, 20)
+    assert micropython.mem_total() - before == 0

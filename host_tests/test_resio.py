@@ -154,6 +154,24 @@ def test_retry_after_header():
         assert got == want or (want == 1000000 and 100000 <= got < 1 << 30), (head, got)
 
 
+class _Srv:
+    """What refuse() asks of the server: _send() (here it only counts)."""
+
+    def __init__(self):
+        self.sent = 0
+
+    @micropython.native
+    def _send(self, slot, sock, status, ctype, body, extra=None, retry_after=-1):
+        self.sent += 1
+        return 0
+
+
+@micropython.native  # this frame must not come from the heap either
+def _refusals(g, srv, slot, rounds):
+    for i in range(rounds):
+        g.refuse(srv, slot, None, -1 - (i & 1))
+
+
 @micropython.native  # this frame must not come from the heap either
 def _traffic(g, rl, svc, rid, he, rounds):
     slot = rl.slot
@@ -186,3 +204,17 @@ def test_request_path_allocates_nothing():
     finally:
         micropython.heap_unlock()
     assert g.bulkheads.in_use(g.s_bulkhead[svc]) == 0
+    srv = _Srv()
+    _refusals(g, srv, rl.slot, 4)
+    micropython.heap_lock()
+    try:
+        _refusals(g, srv, rl.slot, 20)  # a 503 naming the service, Retry-After from the breaker
+    finally:
+        micropython.heap_unlock()
+    assert srv.sent == 24
+    # A bytecode frame too big for the C stack comes from the heap, but heap_lock() makes it fall
+    # back to the stack: only the allocation count shows it.
+    before = micropython.mem_total()
+    _traffic(g, rl, svc, rid, he, 10)
+    _refusals(g, srv, rl.slot, 10)
+    assert micropython.mem_total() - before == 0

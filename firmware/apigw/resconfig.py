@@ -130,7 +130,7 @@ def _route(g, gw, rid, d, label, cfg):
         if cached is not True and cached is not False:
             raise ConfigError("%s.fallback.cache: must be true or false" % label)
         if cached:
-            _stale(cfg, gw, rid, _int(f.get("max_stale_s", 3600), 0, 86400, label + ".fallback.max_stale_s"), label)
+            _stale(g, cfg, gw, rid, _int(f.get("max_stale_s", 3600), 0, 86400, label + ".fallback.max_stale_s"), label)
         elif "max_stale_s" in f:
             raise ConfigError("%s.fallback.max_stale_s: only with cache: true" % label)
         status = _int(f.get("status", 0 if cached else 200), 0 if cached else 200, 599, label + ".fallback.status")
@@ -148,7 +148,7 @@ def _route(g, gw, rid, d, label, cfg):
         g.set_fallback(rid, status, None if ctype is None else ctype.encode(), body, cached)
 
 
-def _stale(cfg, gw, rid, max_stale_s, label):
+def _stale(g, cfg, gw, rid, max_stale_s, label):
     """A cache fallback needs the route's answers cached: its transform caches them, which keeps
     expired ones max_stale_s longer (the longest any route asks for)."""
     med = cfg.mediator
@@ -158,6 +158,9 @@ def _stale(cfg, gw, rid, max_stale_s, label):
     keep = max_stale_s * 1000
     if keep > med.cache.keep_stale_ms:
         med.cache.keep_stale_ms = keep
+    from .medio import STALE_AGE  # mediation's I/O (the server loads it with the section anyway)
+
+    g.stale_tag = STALE_AGE
 
 
 def _timeouts(g, i, arrays, value, label):

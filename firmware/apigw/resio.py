@@ -73,6 +73,7 @@ class Guard:
         self._seq = [0] * slots  # its place in that queue
         self._next_seq = 0
         self.events = None  # an asyncio.Event per slot, made when a bulkhead has a queue
+        self.stale_tag = None  # medio.STALE_AGE, when a route's fallback is its cached answer
         self.refused_open = 0
         self.refused_full = 0
         self.retries = 0
@@ -285,8 +286,10 @@ class Guard:
     def cancelled(self, slot):
         """The reaper cut the request short while it waited for the upstream: a timeout."""
         i = slot.index
-        if self._bid[i] >= 0:
+        svc = self._svc[i]
+        if svc >= 0 and self.guarded[svc]:
             self.timeouts += 1
+        if self._bid[i] >= 0:
             self._record(i, FailureReason.TIMEOUT)
         self.release(slot)
 
@@ -345,6 +348,7 @@ class Guard:
         self.refused_full += 1
         return -2
 
+    @micropython.native  # as bytecode its frame came from the heap: 248 B per refusal
     def refuse(self, srv, slot, sock, code):
         """Answer a refused request (code -1: circuit open, -2: bulkhead full): the route's fallback,
         (its cached answer, else a static one), else 503 naming the service, with Retry-After (the time the breaker stays open). Returns
@@ -357,15 +361,13 @@ class Guard:
         fb = self.fallbacks[k] if k >= 0 else None
         if fb is not None:
             if fb[3]:  # the route's last cached answer, fresh or stale
-                from .medio import STALE_AGE  # loaded already: the route has a caching transform
-
                 mio = srv.medio
                 cache = mio.med.cache
                 now = ticks_ms()
                 e = cache.lookup(slot, rid, now, False, True)
                 if e >= 0 and cache.hlen[e] + 128 <= len(slot.io):
                     mio.entry[slot.index] = e
-                    return mio._send_cached(slot, sock, e, now, STALE_AGE)
+                    return mio._send_cached(slot, sock, e, now, self.stale_tag)
             if fb[0]:
                 return srv._send(slot, sock, fb[0], fb[1], fb[2])
         ra = 1
