@@ -10,7 +10,8 @@ calls each function whose name starts with `test_` (in name order), and ends wit
 
 names select what runs: `test_native` or `native` (a module), `native.test_mem_move` (one test).
 -v prints every test's name and outcome. --heap=SIZE runs each module in a fresh interpreter with
-`-X heapsize=SIZE` (what `make test` does), as a board runs one program per boot.
+`-X heapsize=SIZE` (what `make test` does), as a board runs one program per boot. A module with
+a line `# mpy_run: heapsize=SIZE` gets that heap instead (say why beside it).
 
 Memory: `make test` runs this with `-X heapsize=512k --heap=512k` (the first is an option of the
 micropython binary, given before the script name), so a test that allocates grossly fails with
@@ -131,10 +132,23 @@ def _run_module(name, only, verbose, counts):
             del sys.modules[m]
 
 
+def _own_heap(test_dir, name, heap):
+    """The heap a module asks for with a line `# mpy_run: heapsize=SIZE` (a test that compiles much
+    of the firmware from source: a board loads it precompiled), else heap."""
+    marker = "# mpy_run: heapsize="
+    with open("%s/%s.py" % (test_dir, name)) as f:
+        for line in f:
+            if line.startswith(marker):
+                return line[len(marker) :].split()[0]
+    return heap
+
+
 def _run_apart(name, heap, verbose, test_dir, counts):
     """Run one test module in a fresh interpreter with the given heap, as a board boots once per
     program: interned names and heap fragments of one module do not burden the next."""
     import os
+
+    heap = _own_heap(test_dir, name, heap)
 
     out = "/tmp/mpy_run_%d.txt" % os.getpid() if hasattr(os, "getpid") else "/tmp/mpy_run.txt"
     cmd = "%s -X heapsize=%s %s/mpy_run.py %s%s > %s 2>&1" % (

@@ -349,6 +349,8 @@ def e2e_config(servers, port, shell_port=None, closed_port=None, **listen):
         "controller": servers["controller"].port,
         "slow": servers["slow"].port,
         "flaky": servers["reset"].port,
+        "guarded-flaky": servers["reset"].port,
+        "guarded-slow": servers["slow"].port,
     }
     for svc in cfg["services"]:
         if "pool" in svc:

@@ -82,13 +82,13 @@ def test_demo_config_at_every_chunk_size(chunk, monkeypatch):
     monkeypatch.setattr(config, "_CHUNK", chunk)
     gw = load_config(os.path.join(ROOT, "boards", "unix", "gateway.json")).gateway
     rows = list(gw.list_routes())
-    assert len(rows) == 15 and rows[0]["path"] == "/health/ping"
+    assert len(rows) == 17 and rows[0]["path"] == "/health/ping"
 
 
 def test_demo_config_is_strict_json():
     with open(os.path.join(ROOT, "boards", "unix", "gateway.json")) as f:
         doc = json.load(f)
-    assert doc["listen"]["host"] == "127.0.0.1" and len(doc["services"]) == 5
+    assert doc["listen"]["host"] == "127.0.0.1" and len(doc["services"]) == 7
 
 
 @pytest.mark.parametrize("page", ["config.md", "auth.md", "mediation.md", "lb.md"])

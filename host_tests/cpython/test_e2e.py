@@ -39,7 +39,7 @@ def test_health_fields(gateway):
         assert key in doc, key
     assert doc["status"] == "ok"
     assert doc["slots"] == 4 and 1 <= doc["slots_in_use"] <= doc["slots"]
-    assert doc["services"] == 6 and doc["routes"] >= 20
+    assert doc["services"] == 8 and doc["routes"] >= 20
     assert doc["heap_used"] > 0 and doc["heap_free"] > 0 and doc["requests"] >= 1
 
 

@@ -452,3 +452,27 @@ def test_an_open_breaker_serves_the_routes_last_cached_answer_stale(e2e, upstrea
         assert up.count == 4
     finally:
         gw.stop()
+
+
+# -- the demo config (the session gateway) ---------------------------------------------------------
+
+
+def test_demo_flaky_route_falls_back_once_its_breaker_opens(gateway):
+    seen = []
+    for _ in range(4):
+        status, _, body = gateway.request("GET", "/guarded/flaky")
+        seen.append((status, json.loads(body)))
+    assert seen[0][0] == 502  # two tries, both reset
+    assert seen[1][0] == 200 and seen[1][1]["fallback"] is True, seen  # its first try opened the breaker
+    assert [s for s, _ in seen[2:]] == [200, 200]
+    assert gateway.health()["resilience"]["refused_open"] >= 3
+
+
+def test_demo_slow_route_has_a_bulkhead(gateway):
+    results = {}
+    threads = _parallel(gateway, "/guarded/slow?ms=800", 3, results)
+    for t in threads:
+        t.join(10)
+    assert results[0][0] == 200, results
+    assert results[1][0] == 503 and results[1][1]["error"] == "bulkhead_full" and results[1][2] >= 0.4
+    assert results[2][0] == 503 and results[2][1]["error"] == "bulkhead_full"
