@@ -13,7 +13,11 @@ Everything runs on the MicroPython unix port on this machine:
    The load balancer (tools/bench_lb_mpy.py): LoadBalancer.select_instance for each strategy
    (round robin, least connections, smooth weighted round robin, IP hash with the client hash
    changing on every call) over one pool of 256 instances and, for context, of 8, and the bytes
-   it allocates per call (micropython.mem_total() over 1,000 calls; target 0 B).
+   it allocates per call (micropython.mem_total() over 1,000 calls; target 0 B). The circuit
+   breaker (tools/bench_res_mpy.py): an admit() + record() pair on a closed breaker with a full
+   window of 20 (a failure in eight outcomes, never two in a row: it stays closed), admit()
+   alone on a closed and on an open breaker, and the bytes a pair allocates (over 1,000 pairs;
+   target 0 B).
 2. tools/bare_server.py (a bare asyncio server with a fixed answer) and the gateway firmware
    (firmware/main.py) with a temporary config: a direct `respond` route /direct, a prefix route
    /proxied forwarding to a second instance of the bare server (same code; it is idle while the
@@ -47,6 +51,18 @@ Everything runs on the MicroPython unix port on this machine:
    /pool3 in rounds as in 3 (`pooled_3_vs_1_rps_ratio`, target >= 0.90), each started once the
    gateway holds no idle upstream connection (the two pools share the cap of idle ones). At the
    end the connections its instances accepted must equal the gateway's count, or the run stops.
+6. Resilience (tools/bench_res.py), once the pool gateway is stopped: a gateway of its own with a
+   direct route /direct, /open to a service nobody listens for behind a breaker that opens on the
+   first failure and stays open for an hour, /healthy to a new bare server, and /hung to a TCP
+   server in this process that never answers, behind a bulkhead of one call with no queue and a
+   first-byte timeout of 2 s; 6 listen slots (4 for the loads, 2 for the clients of /hung). One
+   request trips the breaker; the next must be a 503 circuit_open with Retry-After. Loads of
+   /open (every answer a 503 refusal: answers, not errors, here; the gateway's refused_open
+   count must cover them) and /direct in rounds as in 3 (`open_breaker_vs_direct_rps_ratio`,
+   target >= 0.90), and the bytes allocated per refusal (as in 4). Then loads of /healthy in
+   rounds, alone and with two client threads sending to /hung (one call hangs until the 504, the
+   other gets 503 bulkhead_full and waits 20 ms before the next): p99 with the hung neighbour
+   over p99 alone (`healthy_p99_with_hung_neighbour_ratio`, target <= 1.5).
 
 The process helpers (start, stop, CPU from /proc, the loads in rounds) are tools/benchproc.py.
 
@@ -73,6 +89,7 @@ sys.path.insert(0, HERE)
 
 import bare_server  # noqa: E402  (its fixed answer: the upstream's requests are counted by it)
 import bench_pool  # noqa: E402
+import bench_res  # noqa: E402
 from benchproc import (  # noqa: E402  (the names tools and tests reach as bench.NAME)
     CONNECTIONS,
     MPY,
@@ -155,6 +172,21 @@ KEYS = (
     "upstream_connections_per_1000_requests",
     "upstream_connections_accepted_pool",
     "upstream_pool_size",
+    "breaker_admit_record_us",
+    "breaker_alloc_bytes",
+    "open_breaker_vs_direct_rps_ratio",
+    "rps_open_breaker",
+    "rps_direct_res",
+    "p99_ms_open_breaker",
+    "p99_ms_direct_res",
+    "alloc_bytes_per_open_breaker_request",
+    "healthy_p99_with_hung_neighbour_ratio",
+    "p99_ms_healthy_alone",
+    "p99_ms_healthy_hung",
+    "rps_healthy_alone",
+    "rps_healthy_hung",
+    "hung_neighbour_504",
+    "hung_neighbour_503",
     "load_tool",
     "micropython_version",
     "date",
@@ -202,11 +234,15 @@ ROWS = (
         None,
     ),
     ("  alloc per select_instance (most of any)", "select_instance_alloc_bytes", "B", "0", lambda v: v == 0),
+    ("circuit breaker admit() + record(), closed, window 20", "breaker_admit_record_us", "us", "", None),
+    ("  admit() alone: closed / open (a refusal)", ("breaker_admit_us", "breaker_admit_open_us"), "us", "", None),
+    ("  alloc per admit() + record()", "breaker_alloc_bytes", "B", "0", lambda v: v == 0),
     ("direct: route / compose / send", ("direct_route_us", "direct_compose_us", "direct_send_us"), "us", "", None),
     ("alloc per proxied keep-alive request", "alloc_bytes_per_proxied_request", "B", "<= 1024", lambda v: v <= 1024),
     ("alloc per direct keep-alive request", "alloc_bytes_per_direct_request", "B", "", None),
     ("alloc per JWT-authed proxied request", "alloc_bytes_per_proxied_auth_request", "B", "", None),
     ("alloc per cached keep-alive request (a hit)", "alloc_bytes_per_cached_request", "B", "0", lambda v: v < 1),
+    ("alloc per request refused by an open breaker", "alloc_bytes_per_open_breaker_request", "B", "", None),
     ("heap in use after boot", "heap_after_boot_bytes", "B", "", None),
     ("heap in use after boot, with the auth section", "heap_after_boot_auth_bytes", "B", "", None),
     ("heap in use after boot, with auth and mediation", "heap_after_boot_mediation_bytes", "B", "", None),
@@ -217,11 +253,22 @@ ROWS = (
     ("req/s cached route, every request a hit", "rps_cached", "/s", "", None),
     ("req/s proxied to a pool of 1 instance", "rps_pooled_1", "/s", "", None),
     ("req/s proxied to a pool of 3 instances", "rps_pooled_3", "/s", "", None),
+    ("req/s refused by an open breaker (503)", "rps_open_breaker", "/s", "", None),
+    ("req/s direct route, resilience gateway", "rps_direct_res", "/s", "", None),
+    ("req/s proxied, alone / beside a hung route", ("rps_healthy_alone", "rps_healthy_hung"), "/s", "", None),
     ("direct / bare", "direct_vs_bare_rps_ratio", "", ">= 0.50", lambda v: v >= 0.5),
     ("proxied / bare", "proxied_vs_bare_rps_ratio", "", ">= 0.25", lambda v: v >= 0.25),
     ("proxied with JWT / without", "auth_vs_noauth_rps_ratio", "", ">= 0.85", lambda v: v >= 0.85),
     ("cache hit / direct", "cache_hit_vs_direct_rps_ratio", "", ">= 0.90", lambda v: v >= 0.9),
     ("pool of 3 / pool of 1", "pooled_3_vs_1_rps_ratio", "", ">= 0.90", lambda v: v >= 0.9),
+    ("open breaker / direct", "open_breaker_vs_direct_rps_ratio", "", ">= 0.90", lambda v: v >= 0.9),
+    (
+        "p99 proxied, beside a hung route / alone",
+        "healthy_p99_with_hung_neighbour_ratio",
+        "",
+        "<= 1.5",
+        lambda v: v <= 1.5,
+    ),
     ("p50 / p99 bare", ("p50_ms_bare", "p99_ms_bare"), "ms", "", None),
     ("p50 / p99 direct", ("p50_ms_direct", "p99_ms_direct"), "ms", "", None),
     ("p50 / p99 proxied", ("p50_ms_proxied", "p99_ms_proxied"), "ms", "", None),
@@ -229,6 +276,10 @@ ROWS = (
     ("p50 / p99 cached", ("p50_ms_cached", "p99_ms_cached"), "ms", "", None),
     ("p50 / p99 pool of 1", ("p50_ms_pooled_1", "p99_ms_pooled_1"), "ms", "", None),
     ("p50 / p99 pool of 3", ("p50_ms_pooled_3", "p99_ms_pooled_3"), "ms", "", None),
+    ("p50 / p99 refused by an open breaker", ("p50_ms_open_breaker", "p99_ms_open_breaker"), "ms", "", None),
+    ("p50 / p99 direct, resilience gateway", ("p50_ms_direct_res", "p99_ms_direct_res"), "ms", "", None),
+    ("p50 / p99 proxied, alone", ("p50_ms_healthy_alone", "p99_ms_healthy_alone"), "ms", "", None),
+    ("p50 / p99 proxied, beside a hung route", ("p50_ms_healthy_hung", "p99_ms_healthy_hung"), "ms", "", None),
     ("CPU per request: bare", "cpu_us_per_request_server_bare", "us", "", None),
     ("CPU per request: gateway, direct", "cpu_us_per_request_server_direct", "us", "", None),
     ("CPU per request: gateway, proxied", "cpu_us_per_request_server_proxied", "us", "", None),
@@ -246,6 +297,20 @@ ROWS = (
     (
         "CPU per request: upstreams, pool of 1 / of 3",
         ("cpu_us_per_request_upstream_pooled_1", "cpu_us_per_request_upstream_pooled_3"),
+        "us",
+        "",
+        None,
+    ),
+    (
+        "CPU per request: gateway, open breaker / direct",
+        ("cpu_us_per_request_server_open_breaker", "cpu_us_per_request_server_direct_res"),
+        "us",
+        "",
+        None,
+    ),
+    (
+        "CPU per request: gateway, proxied alone / beside a hung route",
+        ("cpu_us_per_request_server_healthy_alone", "cpu_us_per_request_server_healthy_hung"),
         "us",
         "",
         None,
@@ -274,6 +339,13 @@ ROWS = (
         ("upstream_connections_pool", "upstream_connections_accepted_pool"),
         "",
         "",  # no verdict: the run stops when they differ
+        None,
+    ),
+    (
+        "clients of the hung route: 504 / 503 bulkhead_full",
+        ("hung_neighbour_504", "hung_neighbour_503"),
+        "",
+        "",  # no verdict: the run stops when either is 0 or another answer came
         None,
     ),
 )
@@ -513,6 +585,7 @@ def run(quick=False, use_loadgen=False, duration=None, rounds=None, firmware=Non
         stop(bare)
         bare = None
         bench_pool.run(res, tool, duration, rounds, warm, firmware, tmp)  # a gateway of its own, alone
+        bench_res.run(res, tool, duration, rounds, warm, firmware, tmp)  # likewise, after that one
     finally:
         for proc in (gw, upstream, bare):
             stop(proc)
@@ -560,8 +633,9 @@ def table(res):
         )
     lines.append(
         "load: %s, keep-alive, %d connections, %g s per load, bare / direct / proxied / proxied with a JWT / "
-        "cached one after the other, then pool of 1 / pool of 3 (a gateway of its own), %d round(s), medians; the servers (MicroPython unix port) and the load "
-        "generator share %d CPU cores."
+        "cached one after the other, then pool of 1 / pool of 3 (a gateway of its own), then open breaker / "
+        "direct and proxied alone / beside a hung route (another), %d round(s), medians; the servers "
+        "(MicroPython unix port) and the load generator share %d CPU cores."
         % (res["load_tool"], res["connections"], res["load_duration_s"], res["load_rounds"], res["cpu_count"])
     )
     lines.append("MicroPython: " + res["micropython_version"] + "   date: " + res["date"])

@@ -17,7 +17,12 @@ Measures, in one process:
 - the mediation stage (tools/bench_med_mpy.py): protobuf encode / encode_into / decode of a
   10-field message and its JSON value, a schema check of the same object, a JSON request body
   converted to protobuf, the steps of a response-cache hit (route, lookup, compose, send) beside
-  the direct route's, and what each allocates.
+  the direct route's, and what each allocates;
+- the load balancer's choice (tools/bench_lb_mpy.py): select_instance for each strategy over 256
+  and 8 instances, and what it allocates;
+- the circuit breaker (tools/bench_res_mpy.py): an admit() + record() pair on a closed breaker
+  with a full window of 20, admit() alone on a closed and on an open one, and what the pair
+  allocates.
 
 Each figure is the median of batch means (time.ticks_us around a batch of calls). Human-readable
 lines go first; the last line is one JSON object that tools/bench.py reads. This file times
@@ -37,6 +42,7 @@ from apigw.slot import Slot
 from bench_auth_mpy import run as run_auth
 from bench_lb_mpy import run as run_lb
 from bench_med_mpy import run as run_med
+from bench_res_mpy import run as run_res
 from linear_router import linear_order, linear_route
 
 ROUTES = 512
@@ -303,6 +309,7 @@ def run(batches):
     out.update(run_auth(batches))
     out.update(run_med(batches))
     out.update(run_lb(batches))
+    out.update(run_res(batches))
 
     out["micropython_version"] = sys.version + " (" + ".".join(str(v) for v in sys.implementation.version[:3]) + ")"
     out["batches"] = batches

@@ -1,10 +1,11 @@
 """The benchmark's processes: start and stop the servers, read what they used, drive loads at them.
 
-Owns: the MicroPython unix port's processes tools/bench.py and tools/bench_pool.py run (the bare
-server of tools/bare_server.py, the gateway firmware with a config dict written for the run),
-their CPU time and written bytes from /proc, /_gw/health on a keep-alive connection, and one load
-measured in rounds (wrk or tools/loadgen.py) with medians and CPU per request. It knows no
-figure's target and builds no gateway config: those are bench.py's and bench_pool.py's.
+Owns: the MicroPython unix port's processes tools/bench.py, bench_pool.py and bench_res.py run
+(the bare server of tools/bare_server.py, the gateway firmware with a config dict written for the
+run), their CPU time and written bytes from /proc, /_gw/health on a keep-alive connection, and one
+load measured in rounds (wrk or tools/loadgen.py) with medians and CPU per request. It knows no
+figure's target and builds no gateway config: those are bench.py's, bench_pool.py's and
+bench_res.py's.
 Linux only (/proc); CPython, stdlib only.
 """
 
@@ -226,7 +227,9 @@ def median(values):
     return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
 
 
-def measure_loads(res, tool, duration, rounds, warm, phases, upstreams, upstream_cpu=(), connects=None, settle=None):
+def measure_loads(
+    res, tool, duration, rounds, warm, phases, upstreams, upstream_cpu=(), connects=None, settle=None, answered=()
+):
     """Load each (name, url, server process, header lines) of phases in turn, rounds times (a
     warm-up of warm seconds before each in the first round); into res: rps_NAME, p50_ms_NAME,
     p99_ms_NAME (medians), the runs, errors, CPU per request of the server and the load tool, and
@@ -234,7 +237,10 @@ def measure_loads(res, tool, duration, rounds, warm, phases, upstreams, upstream
     CPU per request is reported for the names in upstream_cpu. connects: a function giving the
     upstream connections the gateway opened so far; its growth during the loads (warm-up
     included) of each phase goes to upstream_connects_NAME. settle: called before each load (and
-    its warm-up), to let the gateway reach a state to start from."""
+    its warm-up), to let the gateway reach a state to start from. answered: names of phases whose
+    non-2xx answers are the point (a refusal measured): errors_NAME then counts socket errors
+    only, and non_2xx_NAME and requests_NAME (all rounds, warm-ups not included) say how many of
+    the answers were non-2xx."""
     names = [p[0] for p in phases]
     runs = {name: [] for name in names}
     cpu = {name: [0.0, 0.0, 0.0, 0] for name in names}  # server, upstreams, load tool, requests
@@ -273,7 +279,12 @@ def measure_loads(res, tool, duration, rounds, warm, phases, upstreams, upstream
         res["p50_ms_" + name] = median([r["p50_ms"] for r in rs])
         res["p99_ms_" + name] = median([r["p99_ms"] for r in rs])
         res["rps_%s_runs" % name] = " ".join("%.0f" % r["rps"] for r in rs)
-        res["errors_" + name] = sum(r.get("errors", 0) + r.get("non_2xx", 0) for r in rs)
+        if name in answered:
+            res["errors_" + name] = sum(r.get("errors", 0) for r in rs)
+            res["non_2xx_" + name] = sum(r.get("non_2xx", 0) for r in rs)
+            res["requests_" + name] = sum(r.get("requests") or round(r["rps"] * duration) for r in rs)
+        else:
+            res["errors_" + name] = sum(r.get("errors", 0) + r.get("non_2xx", 0) for r in rs)
         acc = cpu[name]
         res["cpu_us_per_request_server_" + name] = acc[0] * 1e6 / acc[3]
         res["cpu_us_per_request_loadgen_" + name] = acc[2] * 1e6 / acc[3]

@@ -4,7 +4,8 @@ It checks that each key of bench.json is there with a number (three are strings)
 anything is: timings depend on the machine and what else runs on it. The pieces of the auth run
 (its config, the token signed with PyJWT, the header the load carries) and of the cached route
 (its config, an upstream answer the cache stores) and of the pool phase (its config, and that the
-connections the gateway counted are the ones its instances accepted) are checked apart.
+connections the gateway counted are the ones its instances accepted) and of the resilience phase
+(its config, the upstream that never answers) are checked apart.
 """
 
 import base64
@@ -22,6 +23,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import bench  # noqa: E402
 import bench_pool  # noqa: E402
+import bench_res  # noqa: E402
 import loadgen  # noqa: E402
 
 
@@ -61,6 +63,14 @@ def test_bench_quick_writes_every_figure(tmp_path):
     spread = [int(n) for n in res["pool_answers_per_instance"].split()]
     assert len(spread) == bench_pool.POOL_INSTANCES and sum(spread) == bench_pool.POOL_REQUESTS
     assert res["errors_pooled_1"] == 0 and res["errors_pooled_3"] == 0
+    # The resilience phase: every answer of the open breaker's loads was a refusal (answers, not
+    # errors), the gateway counted them all as circuit_open refusals, and the clients of the hung
+    # route saw both the hung call's 504 and the bulkhead's 503s.
+    assert res["errors_open_breaker"] == 0 and res["errors_direct_res"] == 0
+    assert 0 < res["requests_open_breaker"] == res["non_2xx_open_breaker"] <= res["refused_open_breaker"]
+    assert res["errors_healthy_alone"] == 0 and res["errors_healthy_hung"] == 0
+    assert res["hung_neighbour_504"] >= 1 and res["hung_neighbour_503"] >= 1
+    assert res["hung_neighbour_refused_full"] >= res["hung_neighbour_503"]
 
 
 def test_auth_config_and_token(tmp_path):
@@ -170,3 +180,50 @@ Transfer/sec:      5.32MB
     assert r["requests"] == 208321
     assert r["errors"] == 3
     assert r["non_2xx"] == 5
+
+
+def test_res_config():
+    """The resilience phase's gateway config loads with the firmware's config loader: /direct
+    answers itself; /open's service has a breaker that opens on the first failure and stays open
+    for RESET_MS; /hung's has a bulkhead of one call with no queue and the first-byte timeout;
+    /healthy's is not guarded; the slots leave room for the load and the clients of /hung."""
+    from apigw.config import load_config_text
+
+    doc = bench_res.res_config(8080, 9101, 9102, 9103)
+    assert doc["listen"]["slots"] == bench.CONNECTIONS + bench_res.NEIGHBOURS and doc["shell"] == {"enabled": False}
+    cfg = load_config_text(json.dumps(doc))
+    gw = cfg.gateway
+    g = cfg.guard
+    assert cfg.listen.slots == bench_res.SLOTS
+    sid = {}
+    for path in bench_res.PATHS:
+        rid, _ = gw.route("GET", path)
+        assert rid >= 0, path
+        sid[path] = gw.route_service(rid)
+    direct, down, healthy, hung = (sid[p] for p in bench_res.PATHS)
+    assert direct < 0  # a respond route: no upstream
+    assert (gw.get_service(down).port, gw.get_service(healthy).port, gw.get_service(hung).port) == (9102, 9101, 9103)
+    bid = g.s_breaker[down]
+    c = g.breakers.config(bid)
+    assert (c.failure_threshold, c.failure_rate_threshold, c.reset_timeout) == (1, 0, bench_res.RESET_MS)
+    assert g.s_bulkhead[down] < 0 and g.s_breaker[hung] < 0
+    b = g.bulkheads.get(g.s_bulkhead[hung])
+    assert (b.max_concurrent, b.max_waiting, b.queue_timeout_ms) == (1, 0, 0)
+    assert g.s_timeouts[1][hung] == bench_res.HUNG_TIMEOUT_MS
+    assert not g.guarded[healthy]
+
+
+def test_hung_upstream_accepts_and_never_answers():
+    import socket
+
+    hung = bench_res.HungUpstream()
+    try:
+        s = socket.create_connection(("127.0.0.1", hung.port), timeout=2)
+        s.sendall(loadgen.request_bytes("127.0.0.1", hung.port, "/hung"))
+        s.settimeout(0.3)
+        with pytest.raises(socket.timeout):
+            s.recv(100)
+        s.close()
+        assert hung.accepted == 1
+    finally:
+        hung.stop()
