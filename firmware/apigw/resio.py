@@ -111,7 +111,7 @@ class Guard:
         if self.s_retry[sid] >= 0 or any(t[sid] for t in self.s_timeouts):
             self.guarded[sid] = 1
         self.refusals[sid] = (
-            error_json(503, "circuit_open", "service %r is failing: its circuit breaker is open" % name),
+            error_json(503, "circuit_open", "service %r: circuit open" % name),
             error_json(503, "bulkhead_full", "service %r has as many requests in flight as it takes" % name),
         )
 
