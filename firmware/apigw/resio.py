@@ -112,7 +112,7 @@ class Guard:
             self.guarded[sid] = 1
         self.refusals[sid] = (
             error_json(503, "circuit_open", "service %r: circuit open" % name),
-            error_json(503, "bulkhead_full", "service %r has as many requests in flight as it takes" % name),
+            error_json(503, "bulkhead_full", "service %r: too many requests in flight" % name),
         )
 
     def route_override(self, rid):
