@@ -84,6 +84,7 @@ class Relay:
         self.left = 0  # body still to come: bytes (Content-Length), or 1 while chunked / to close
         self.client_close = False
         self.reusable = False
+        self.complete = True  # the last answer ended where its framing says (not cut off)
         # Collect mode (a route whose answer is converted or cached): the whole answer, head then
         # body, goes into this buffer instead of to the client; the server takes it from there.
         self.collect = None  # type: bytearray | None
@@ -99,6 +100,7 @@ class Relay:
         self.client = client
         self.timeout_ms = timeout_ms
         self.retried = False
+        self.complete = True
         return self._attach(self.upstream.take_idle(self.key()))
 
     def key(self):
@@ -335,6 +337,7 @@ class Relay:
         if it can carry another request; say whether the client connection can."""
         sock = self.sock
         self.sock = None
+        self.complete = complete
         self.finished(sock, complete and self.reusable)
         if not complete or self.client_close:
             return DONE_CLOSE
@@ -345,6 +348,7 @@ class Relay:
         kept-alive one turned out stale, else fail() (another instance, or 502). After: end the
         client connection."""
         if self.slot.resp_started:
+            self.complete = False  # cut off: the client has part of an answer
             self.abort()
             return DONE_CLOSE
         self._close()

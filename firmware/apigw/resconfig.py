@@ -87,11 +87,12 @@ def _fits(io_buffer, body, label):
 
 def _service(g, gw, sid, d, label, io_buffer):
     name = gw.get_service(sid).name
-    total = 0
     if "timeouts" in d:
-        total = _timeouts(g, sid, g.s_timeouts, d["timeouts"], label + ".timeouts")
+        _timeouts(g, sid, g.s_timeouts, d["timeouts"], label + ".timeouts")
+    # The longest a call may take: a half-open probe out longer than that is taken as lost.
+    longest = g.s_timeouts[2][sid] or g.s_timeouts[1][sid] or gw.service_timeout(sid)
     if "breaker" in d:
-        c = _breaker(_obj(d["breaker"], label + ".breaker", BREAKER_KEYS), label + ".breaker", total)
+        c = _breaker(_obj(d["breaker"], label + ".breaker", BREAKER_KEYS), label + ".breaker", longest)
         try:
             g.set_breaker(sid, g.breakers.create(name, c))
         except ResilienceError as e:
@@ -126,6 +127,10 @@ def _route(g, gw, rid, d, label, cfg):
         g.r_retry[k] = -2 if d["retry"] is False else _retry(g, d["retry"], label + ".retry")
     if "fallback" in d:
         f = _obj(d["fallback"], label + ".fallback", FALLBACK_KEYS)
+        if g.s_breaker[sid] < 0 and g.s_bulkhead[sid] < 0:
+            raise ConfigError("%s.fallback: the service has no breaker or bulkhead to refuse a request" % label)
+        if "cache" not in f and "status" not in f and "body" not in f:
+            raise ConfigError("%s.fallback: give cache: true, or a status and a body" % label)
         cached = f.get("cache", False)
         if cached is not True and cached is not False:
             raise ConfigError("%s.fallback.cache: must be true or false" % label)
@@ -141,6 +146,8 @@ def _route(g, gw, rid, d, label, cfg):
         if not isinstance(body, str):
             body = json.dumps(body)
             ctype = ctype or "application/json"
+        elif ctype is None:
+            ctype = "text/plain"  # as a respond route's text
         if ctype is not None and (not isinstance(ctype, str) or not ctype or "\r" in ctype or "\n" in ctype):
             raise ConfigError("%s.fallback.content_type: must be a media type" % label)
         body = body.encode()
@@ -182,7 +189,7 @@ def _breaker(d, label, total_ms):
             elif type(v) is not int:
                 raise ConfigError("%s.%s: must be an integer" % (label, k))
             kw[k] = v
-    if "timeout_duration" not in kw and total_ms:
+    if "timeout_duration" not in kw:
         kw["timeout_duration"] = total_ms  # probes count as lost after the request's own timeout
     if "failure_on" in d:
         reasons = d["failure_on"]

@@ -243,6 +243,8 @@ class Guard:
                     rl._until(d + 1000)
                     return d
             self._record(i, _CONN)
+        elif not rl.complete:  # cut off mid-answer (reset, closed early, garbled framing)
+            self._record(i, _CONN)
         else:
             self._record(i, classify(rl.head.status) if rl.head.status else SUCCESS)
         self.release(slot)
@@ -404,7 +406,7 @@ def _retry_after(buf, start, end):
                 k += 1
             if k == n:
                 j = i + 1 + n
-                while j < end and buf[j] == 32:
+                while j < end and (buf[j] == 32 or buf[j] == 9):  # optional whitespace
                     j += 1
                 if j == end or not 48 <= buf[j] <= 57:
                     return -1

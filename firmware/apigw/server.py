@@ -21,7 +21,7 @@ from .compat import micropython, mem_alloc, mem_free, mem_total, ticks_add, tick
 from .endpoints import GatewayEndpoints
 from .native import mem_eq
 from .routetable import NO_POLICY
-from .slot import BODY, FREE, HEAD, IDLE, UPSTREAM, SlotPool
+from .slot import BODY, FREE, HEAD, IDLE, STREAM, UPSTREAM, SlotPool
 from .sockio import IOWait, connect, install, pin, send_all, send_now
 from .sockio import close as close_socket
 from .relay import Relay
@@ -295,8 +295,8 @@ class Server:
             rl = self.upstream.relays[slot.index]
             if rl.iid >= 0 and self.balancer is not None:
                 self.balancer.passive(rl.current(), False)  # too slow counts against the instance
-            if self.guard is not None:
-                self.guard.cancelled(slot)  # and against the service's breaker
+        if (phase == UPSTREAM or phase == STREAM) and self.guard is not None:
+            self.guard.cancelled(slot)  # a timeout, before or during the answer: against the breaker
         if status:
             self.stats.timeouts += 1
             try:

@@ -9,6 +9,7 @@ freed lets a waiter in. A hung upstream does not hold back another route. Retrie
 flaky upstream succeed; a POST is not repeated; Retry-After is honoured. Timeouts answer 504.
 """
 
+import http.client
 import json
 import threading
 import time
@@ -34,6 +35,7 @@ class Upstream(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.release = threading.Event()  # with hold: requests wait for it
         self.hold = False
+        self.stall = 0.0  # seconds between the head and the body
         threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
 
     @property
@@ -75,6 +77,9 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in up.headers.items():
             self.send_header(k, v)
         self.end_headers()
+        if up.stall:
+            self.wfile.flush()
+            time.sleep(up.stall)
         self.wfile.write(body)
 
     do_GET = do_POST = do_PUT = _answer
@@ -476,3 +481,44 @@ def test_demo_slow_route_has_a_bulkhead(gateway):
     assert results[0][0] == 200, results
     assert results[1][0] == 503 and results[1][1]["error"] == "bulkhead_full" and results[1][2] >= 0.4
     assert results[2][0] == 503 and results[2][1]["error"] == "bulkhead_full"
+
+
+def test_a_retry_goes_to_another_instance_of_the_pool(e2e, upstream, tmp_path):
+    bad, good = upstream(), upstream()
+    bad.status = 503
+    services = [{"name": "api", "pool": "p", "resilience": {"retry": RETRY}}]
+    cfg = _config(e2e, services, [{"path": "/api", "service": "api"}])
+    cfg["pools"] = [
+        {"name": "p", "instances": [{"host": "127.0.0.1", "port": bad.port}, {"host": "127.0.0.1", "port": good.port}]}
+    ]
+    cfg["balancer"] = {"pools": 1, "instances": 2, "outlier": {"consecutive_errors": 100}}
+    gw = e2e.Gateway(cfg, tmp_path, "pool").start()
+    try:
+        for _ in range(6):
+            assert _get(gw, "/api")[0] == 200  # round robin: each first try on the bad one goes on to the good one
+        assert bad.count == 6 and good.count == 6, (bad.count, good.count)
+        assert gw.health()["resilience"]["retries"] == 6
+    finally:
+        gw.stop()
+
+
+def test_a_timeout_or_a_cut_during_the_answer_counts_against_the_breaker(e2e, upstream, tmp_path):
+    up = upstream()
+    up.stall = 1.0
+    res = {"timeouts": {"total_ms": 300}, "breaker": dict(BREAKER, failure_threshold=2)}
+    gw = e2e.Gateway(
+        _config(e2e, [_svc("api", up, **res)], [{"path": "/api", "service": "api"}]), tmp_path, "mid"
+    ).start()
+    try:
+        for _ in range(2):
+            c = gw.conn(5)
+            c.request("GET", "/api")
+            r = c.getresponse()
+            assert r.status == 200  # the head came in time...
+            with pytest.raises(http.client.IncompleteRead):
+                r.read()  # ...the body did not: the answer is cut at total_ms
+            c.close()
+        assert gw.health()["resilience"]["timeouts"] == 2
+        assert _get(gw, "/api")[2]["error"] == "circuit_open"  # two timeouts opened it
+    finally:
+        gw.stop()

@@ -86,7 +86,16 @@ def test_gateway_services(sh, upstreams):
     lines = out.splitlines()
     assert lines[0].split() == ["id", "name", "address", "health", "timeout_ms", "routes"]
     rows = {ln.split()[1]: ln.split() for ln in lines[1:]}
-    assert set(rows) == {"sensors", "controller", "slow", "flaky", "closed", "sensor-pool"}
+    assert set(rows) == {
+        "sensors",
+        "controller",
+        "slow",
+        "flaky",
+        "closed",
+        "sensor-pool",
+        "guarded-flaky",
+        "guarded-slow",
+    }
     assert rows["sensors"][2] == "127.0.0.1:%d" % upstreams["sensors"].port
     assert rows["slow"][4] == "400"
 
@@ -148,7 +157,7 @@ def test_gateway_stats(sh, gateway):
     out, before = _stats(sh)
     for key in ("services", "routes", "uptime_s", "heap_free", "connections", "requests", "parse_errors"):
         assert key in before, (key, out)
-    assert before["services"] == 6
+    assert before["services"] == 8
     assert re.search(r"^slots \d+/4 \(peak \d+\)$", out, re.M), out
     assert re.search(r"^responses 2xx \d+ 4xx \d+ 5xx \d+$", out, re.M), out
     assert re.search(r"^upstream connects \d+ reuses \d+ idle \d+$", out, re.M), out
