@@ -90,6 +90,7 @@ def main(argv=None):
     _drop_module("apigw.medconfig")  # so is the mediation section
     _drop_module("apigw.lbconfig")  # and the pools section
     _drop_module("apigw.resconfig")  # and the resilience settings
+    _drop_module("apigw.monconfig")  # and the monitoring section
     _drop_module("apigw.sectioncheck")
     if error is not None:
         print("apigw: config error: " + str(error))

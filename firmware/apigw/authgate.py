@@ -43,6 +43,7 @@ W_BEARER = b'WWW-Authenticate: Bearer realm="apigw"\r\n'
 W_BEARER_INVALID = b'WWW-Authenticate: Bearer realm="apigw", error="invalid_token"\r\n'
 W_BEARER_SCOPE = b'WWW-Authenticate: Bearer realm="apigw", error="insufficient_scope"\r\n'
 W_BASIC = b'WWW-Authenticate: Basic realm="apigw", charset="UTF-8"\r\n'
+W_BEARER_BASIC = W_BEARER + W_BASIC
 W_API_KEY = b'WWW-Authenticate: ApiKey realm="apigw", header="X-API-Key"\r\n'
 MAX_POLICIES = 64
 
@@ -165,7 +166,8 @@ class AuthGate:
                 return self._refuse(401, "invalid_key", W_API_KEY)
         # No credential this policy takes: say which scheme to use.
         if mask & (S_JWT | S_BEARER):
-            return self._refuse(401, "missing_credentials", W_BEARER)
+            # Both challenges when Basic is taken too: a browser then asks for a password.
+            return self._refuse(401, "missing_credentials", W_BEARER_BASIC if mask & S_BASIC else W_BEARER)
         if mask & S_BASIC:
             return self._refuse(401, "missing_credentials", W_BASIC)
         return self._refuse(401, "missing_credentials", W_API_KEY)

@@ -72,7 +72,7 @@ ROUTE_KEYS = (
 # Extension sections: name -> handler(value, config), called after routes are loaded.
 SECTIONS = {}
 # Sections whose code is loaded only when a config has them (authconfig, medconfig, lbconfig).
-LAZY_SECTIONS = ("auth", "mediation", "balancer", "resilience")
+LAZY_SECTIONS = ("auth", "mediation", "balancer", "resilience", "monitoring")
 
 
 class ConfigError(ValueError):
@@ -419,6 +419,10 @@ def load_config_stream(stream, gateway=None, before_tables=None, base_dir=""):
         from .resconfig import apply_resilience  # only a config with resilience settings loads it
 
         apply_resilience(cfg, extra.get("resilience"))
+    if "monitoring" in extra:
+        from .monconfig import apply_monitoring  # only a config with the section loads it
+
+        apply_monitoring(cfg, extra["monitoring"])
     return cfg
 
 

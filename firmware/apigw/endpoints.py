@@ -2,8 +2,9 @@
 authendpoints.py, loaded only when the config has an auth section.
 
 Owns: answering GET /_gw/health, POST /_gw/token (tokenendpoint.py makes the token) and GET
-/_gw/auth (Admin only), and /_gw/registry (self-registration, lbendpoints.py, loaded only when
-the config has it); anything else under /_gw/ is 404. Must not route or proxy. Allocates (JSON
+/_gw/auth (Admin only), /_gw/registry (self-registration, lbendpoints.py, loaded only when
+the config has it), and /_gw/metrics, /_gw/stats and /_gw/ (monendpoints.py, with a monitoring
+section); anything else under /_gw/ is 404. Must not route or proxy. Allocates (JSON
 documents): these are not on the proxy path.
 """
 
@@ -46,6 +47,12 @@ class GatewayEndpoints:
             from .authendpoints import serve_auth  # only a config with an auth section loads it
 
             return await serve_auth(self.server, slot, sock, wait)
+        elif srv.monitoring is not None and (
+            is_path(slot, b"/_gw/metrics") or is_path(slot, b"/_gw/stats") or is_path(slot, b"/_gw/")
+        ):
+            from .monendpoints import serve_monitoring  # only a config with monitoring loads it
+
+            return await serve_monitoring(srv, slot, sock, wait)
         elif srv.balancer is not None and mem_eq(slot.buf, slot.path_start, GW_REGISTRY, 0, len(GW_REGISTRY)):
             from .lbendpoints import serve_registry  # only a config with pools loads it (it checks the rest)
 

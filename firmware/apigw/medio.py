@@ -74,6 +74,7 @@ class MediationIO:
             pos = rsp.put(io, pos, rsp.H_CLOSE if not slot.keep_alive else rsp.H_KEEP_ALIVE)
             pos = rsp.put(io, pos, rsp.H_END)
         self.server.stats.count(200)
+        slot.status = 200
         slot.resp_started = True
         more = 0
         if slot.method != hp.METHOD_HEAD:
@@ -160,6 +161,7 @@ class MediationIO:
 
         body = error_json(status, code, message)
         self.server.stats.count(status)
+        slot.status = status
         n = rsp.compose(
             slot.io, status, None, body, len(body), slot.keep_alive, slot.version, 0, -1, slot.method == hp.METHOD_HEAD
         )
@@ -237,6 +239,7 @@ class MediationIO:
                 head += rsp.H_KEEP_ALIVE
             head += rsp.H_END
             self.server.stats.count(status)
+            slot.status = status
             slot.resp_started = True
             await send_all(wait, sock, head, 0, len(head))
             if slot.method != hp.METHOD_HEAD:

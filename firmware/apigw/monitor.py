@@ -259,6 +259,15 @@ class ApiMonitor:
         _bump(self._tp_n, self._advance(now_ms))
 
     @micropython.native
+    def record_routed(self, route, svc):
+        """The route and service of a request recorded with record_request(-1, -1, ...) before it
+        was routed (the server's case): their request counters. No allocation."""
+        if 0 <= svc < self.max_services:
+            _bump(self._sc, svc * _NSF + F_REQUESTS)
+        if 0 <= route < self.max_routes:
+            _bump(self._rc, route * _NRF + R_REQUESTS)
+
+    @micropython.native
     def record_response(self, route, svc, status, latency_us, upstream_us, now_ms):
         """A request was answered with status after latency_us, upstream_us of it waiting for the
         upstream (0 if none). now_ms moves the throughput window. No allocation."""

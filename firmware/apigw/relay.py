@@ -327,6 +327,7 @@ class Relay:
             self.left = 1  # no framing: the body ends when the upstream closes
         slot.phase = STREAM
         slot.resp_started = True
+        slot.status = head.status
         self.pos = 0
         self.end = hl + extra
         self.phase = _OUT

@@ -68,7 +68,9 @@ class Stats:
         self.upstream_errors = 0  # 502
 
     def count(self, status):
-        self.by_class[status // 100] += 1
+        c = status // 100
+        if 0 < c < 6:  # an upstream's odd status (600-999) is relayed, not counted
+            self.by_class[c] += 1
 
 
 class Server:
@@ -97,6 +99,7 @@ class Server:
         )
         if b is not None:
             b.attach(self.upstream, bool(lc.tls_cert))
+        self.monitoring = getattr(config, "monitoring", None)  # monio.Monitoring, with a monitoring section
         self.guard = g = getattr(config, "guard", None)  # resio.Guard, with resilience settings
         if g is not None:
             g.attach(self.upstream)
@@ -189,6 +192,8 @@ class Server:
                 tick += 1
                 if tick % 10 == 0:
                     self.upstream.sweep()
+                    if self.monitoring is not None:
+                        self.monitoring.tick()
                     self._tick_clock()
                     cache = self.mediator.cache if self.mediator is not None else None
                     if cache is not None:
@@ -263,6 +268,8 @@ class Server:
             self.upstream.relays[slot.index].abort()  # a request cut short leaves no upstream socket
             if self.guard is not None:
                 self.guard.release(slot)  # nor a bulkhead permit or a breaker's probe place
+            if self.monitoring is not None:
+                self.monitoring.abandoned(slot)  # a request cut short is counted too
             if self.medio is not None:
                 self.medio.release(slot)
             close_socket(sock)
@@ -273,6 +280,8 @@ class Server:
     def _refuse(self, sock):
         """503 with Retry-After for a connection that got no slot (rare path: allocates)."""
         self.stats.rejected += 1
+        if self.monitoring is not None:
+            self.monitoring.mon.record_refused()
         if self.tls is not None:
             return  # a 503 over TLS needs a session, the memory this refusal saves: just close
         self.stats.count(503)
@@ -320,6 +329,7 @@ class Server:
         """Compose the JSON error for status in the slot's I/O buffer and send what the socket
         takes now. True if some is left (slot.out_start:out_end) for send_all. No allocation."""
         self.stats.count(status)
+        slot.status = status
         n = rsp.compose_error(slot.io, status, keep_alive, slot.version, allow, -1, slot.method == hp.METHOD_HEAD)
         slot.resp_started = True
         slot.out_start = send_now(sock, slot.io, 0, n)
@@ -369,6 +379,9 @@ class Server:
                     await send_all(wait, sock, io, slot.out_start, slot.out_end)
                 return
             stats.requests += 1
+            mon = self.monitoring
+            if mon is not None:
+                mon.begin(slot)
             keep = slot.keep_alive
             left = False
             if slot.path_end - slot.path_start >= 5 and mem_eq(buf, slot.path_start, GW_PREFIX, 0, 5):
@@ -417,6 +430,8 @@ class Server:
                             if tmo == 0:
                                 tmo = await g.queue(slot)  # the bulkhead is full: wait in its queue
                     while svc >= 0 and tmo > 0:  # once, or again for each retry
+                        if mon is not None:
+                            mon.upstream(slot)
                         iid = self._instance(slot, sock, svc, rl) if gw.service_pool(svc) >= 0 else -1
                         if iid < -1:  # no instance in rotation: 503 sent (-3: part of it is left)
                             left = iid == -3
@@ -459,7 +474,7 @@ class Server:
                             keep = False
                             left = self._reply_error(slot, sock, 502, False, 0)
                         else:
-                            stats.count(200)  # relayed (per-status counts come with monitoring)
+                            stats.count(slot.status)  # relayed: the upstream's status
                             keep = keep and w == relay.DONE_KEEP
                         break
                     if tmo < 0:  # refused by the breaker (-1) or the bulkhead (-2): 503 or a fallback
@@ -469,6 +484,8 @@ class Server:
                             left = slot.out_start < slot.out_end
             if left:  # the socket did not take the whole answer at once
                 await send_all(wait, sock, io, slot.out_start, slot.out_end)
+            if mon is not None:
+                mon.end(slot)
             if not keep or self.stopping:
                 return
             slot.consume()
@@ -484,6 +501,7 @@ class Server:
         """401/403/429/503 from the auth stage: its JSON error and its header lines
         (WWW-Authenticate, RateLimit-*). No allocation once each error code was sent once."""
         self.stats.count(status)
+        slot.status = status
         g = self.gate
         assert g is not None
         body = g.error_body()
@@ -512,6 +530,7 @@ class Server:
         now. Returns 0 when all went out, 1 when io[out_start:out_end] is left, 2 when the body
         did not fit the I/O buffer and goes after the head: then await _send_rest. No allocation."""
         self.stats.count(status)
+        slot.status = status
         io = slot.io
         n = rsp.compose(
             io,

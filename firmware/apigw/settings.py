@@ -57,6 +57,7 @@ class Config:
 
     balancer = None  # the lbio.Balancer, when the config has pools (set on the instance then)
     guard = None  # the resio.Guard, when the config has resilience settings (likewise)
+    monitoring = None  # the monio.Monitoring, when the config has a monitoring section (likewise)
 
     def __init__(self, gateway, listen, limits, shell, services):
         self.gateway = gateway

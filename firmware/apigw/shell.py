@@ -44,7 +44,7 @@ def table(rows, header):
 class Shell:
     """Runs command lines against a gateway (and, on a board, its server)."""
 
-    def __init__(self, gateway, server=None, gate=None, mediator=None, balancer=None, guard=None):
+    def __init__(self, gateway, server=None, gate=None, mediator=None, balancer=None, guard=None, monitoring=None):
         self.gw = gateway
         self.server = server
         self.commands = {}  # name -> (handler(words) -> str, summary, [(sub, usage, help)])
@@ -74,6 +74,12 @@ class Shell:
             from .resshell import register as register_resilience
 
             register_resilience(self, guard)
+        if monitoring is None and server is not None:
+            monitoring = getattr(server, "monitoring", None)
+        if monitoring is not None:  # the config has a monitoring section
+            from .monshell import register as register_monitoring
+
+            register_monitoring(self, monitoring)
 
     def register(self, name, handler, summary, subs):
         """Add a command. handler(words) returns the text to show; subs documents its sub-commands."""

@@ -78,6 +78,7 @@ class Slot:
         self.expect_continue = False
         self.continue_sent = False
         self.resp_started = False  # bytes of a response have gone to the client
+        self.status = 0  # the status of the answer given (monitoring reads it)
         self.out_start = 0  # io[out_start:out_end]: composed but not yet taken by the socket
         self.out_end = 0
         self.host = -1  # header index of Host, or -1

@@ -173,12 +173,15 @@ def gw(e2e, upstreams, idp, tmp_path_factory):
 # -- challenges ---------------------------------------------------------------------------------
 
 
-def test_no_credential_is_401_with_bearer_challenge_and_keeps_the_connection(gw):
+BOTH = 'Bearer realm="apigw", Basic realm="apigw", charset="UTF-8"'  # a policy taking tokens and Basic
+
+
+def test_no_credential_is_401_with_bearer_and_basic_challenges_and_keeps_the_connection(gw):
     with gw.raw() as c:
         c.send(b"GET /secure/controller/x HTTP/1.1\r\nHost: t\r\n\r\n")
         r = c.read_response()
         assert r.status == 401 and r.json()["error"] == "missing_credentials"
-        assert r.header("WWW-Authenticate") == 'Bearer realm="apigw"'
+        assert r.header("WWW-Authenticate") == BOTH  # two header lines: a browser asks for a password
         assert r.header("Content-Type") == "application/json"
         c.send(b"GET /health/ping HTTP/1.1\r\nHost: t\r\n\r\n")
         assert c.read_response().status == 200
@@ -188,11 +191,11 @@ def test_head_and_options_without_credentials(gw):
     with gw.raw() as c:
         c.send(b"HEAD /secure/controller/x HTTP/1.1\r\nHost: t\r\n\r\n")
         r = c.read_response(head_request=True)
-        assert r.status == 401 and r.header("WWW-Authenticate") == 'Bearer realm="apigw"'
+        assert r.status == 401 and r.header("WWW-Authenticate") == BOTH
         c.send(b"OPTIONS /secure/controller/x HTTP/1.1\r\nHost: t\r\n\r\n")
         r = c.read_response()  # a body after the HEAD answer would show up here as garbage
         assert r.status == 401 and r.json()["error"] == "missing_credentials"
-        assert r.header("WWW-Authenticate") == 'Bearer realm="apigw"'
+        assert r.header("WWW-Authenticate") == BOTH
         c.send(b"GET /health/ping HTTP/1.1\r\nHost: t\r\n\r\n")
         assert c.read_response().status == 200 and c.buf == b""
 
