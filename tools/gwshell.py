@@ -84,6 +84,7 @@ class OfflineShell:
             mediator=cfg.mediator,
             balancer=getattr(cfg, "balancer", None),
             guard=getattr(cfg, "guard", None),
+            monitoring=getattr(cfg, "monitoring", None),
         )
 
     def run(self, line):
