@@ -103,6 +103,8 @@ run: $(STAMP)
 	echo "  curl -i -H 'Content-Type: application/json' -d '{\"on\":\"yes\"}' http://127.0.0.1:$$port/switch  (422: schema)"; \
 	echo "  curl -i http://127.0.0.1:$$port/cached/sensors/temp            (X-Cache: MISS, then HIT)"; \
 	echo "  curl -i http://127.0.0.1:$$port/guarded/flaky                  (502, then the fallback: its breaker opened)"; \
+	echo "  curl -s -u admin:admin-pass http://127.0.0.1:$$port/_gw/metrics | head -30   (Prometheus)"; \
+	echo "  open http://127.0.0.1:$$port/_gw/ in a browser (admin / admin-pass): the status page"; \
 	echo "  curl -i http://127.0.0.1:$$port/guarded/slow?ms=800 & curl -i http://127.0.0.1:$$port/guarded/slow  (503 bulkhead_full)"; \
 	echo "the console below is the gateway shell: type help; Ctrl-C stops everything"; \
 	cd firmware && MICROPYPATH=.:../boards/unix:.frozen ../$(MPY) main.py \

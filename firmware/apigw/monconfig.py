@@ -22,7 +22,7 @@ def apply_monitoring(cfg, section):
     # add-route (ids past the table are counted in the totals only). A row of a service is 392
     # bytes (its latency histogram most of it), of a route 24.
     ns = gw.get_service_count()
-    services = _int(d.get("services", max(ns, 1)), 1, gw.max_services, "monitoring.services")
+    services = _int(d.get("services", max(ns, 1)), 1, min(gw.max_services, 4095), "monitoring.services")
     nr = min(gw.get_route_count() + 8, gw.max_routes)
     routes = _int(d.get("routes", max(nr, 1)), 1, gw.max_routes, "monitoring.routes")
     ring = _int(d.get("ring", 1024), 16, 4096, "monitoring.ring")

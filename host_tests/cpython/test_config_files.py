@@ -91,7 +91,7 @@ def test_demo_config_is_strict_json():
     assert doc["listen"]["host"] == "127.0.0.1" and len(doc["services"]) == 7
 
 
-@pytest.mark.parametrize("page", ["config.md", "auth.md", "mediation.md", "lb.md", "resilience.md"])
+@pytest.mark.parametrize("page", ["config.md", "auth.md", "mediation.md", "lb.md", "resilience.md", "monitoring.md"])
 def test_docs_examples_load(page):
     with open(os.path.join(ROOT, "docs", page)) as f:
         text = f.read()
