@@ -17,7 +17,16 @@ Everything runs on the MicroPython unix port on this machine:
    breaker (tools/bench_res_mpy.py): an admit() + record() pair on a closed breaker with a full
    window of 20 (a failure in eight outcomes, never two in a row: it stays closed), admit()
    alone on a closed and on an open breaker, and the bytes a pair allocates (over 1,000 pairs;
-   target 0 B).
+   target 0 B). The monitoring stage (tools/bench_mon_mpy.py): ApiMonitor.record_response() on a
+   monitor of 16 services and 32 routes (ring 1024, window 60 s) with the route, service, status
+   and latency changing on every call, record_request(), the server's hooks for one request
+   (monio.Monitoring begin() + upstream() + end() on a stand-in slot), the bytes each allocates
+   (over 1,000 calls; target 0 B), and the whole Prometheus exposition
+   (promexport.write_exposition, its write() counting bytes) of a server (never started) of
+   tools/gen_config.py's 256 services and 512 routes with a monitoring section and traffic
+   recorded on every service and route: ms, bytes, and what it allocates on the way. That process
+   runs with a heap of MICRO_HEAP (the default 2 MB leaves no piece for that monitor's tables
+   after the other micro-benchmarks).
 2. tools/bare_server.py (a bare asyncio server with a fixed answer) and the gateway firmware
    (firmware/main.py) with a temporary config: a direct `respond` route /direct, a prefix route
    /proxied forwarding to a second instance of the bare server (same code; it is idle while the
@@ -63,6 +72,14 @@ Everything runs on the MicroPython unix port on this machine:
    rounds, alone and with two client threads sending to /hung (one call hangs until the 504, the
    other gets 503 bulkhead_full and waits 20 ms before the next): p99 with the hung neighbour
    over p99 alone (`healthy_p99_with_hung_neighbour_ratio`, target <= 1.5).
+7. Monitoring (tools/bench_mon.py), once the resilience gateway is stopped: two gateways with a
+   direct route /direct and nothing else, the second with a `monitoring` section, never running
+   at once: before each load the other one stops and the one loaded boots anew and is warmed.
+   Loads of /direct with monitoring off and on in alternating rounds as in 3
+   (`monitoring_on_vs_off_rps_ratio`, target >= 0.95), p50/p99 and CPU per request of each, and
+   the heap after boot of each. The gateway without the section must have no /_gw/stats; one
+   more load at the one with it must grow its /_gw/stats requests by more than the load's
+   answers, or the run stops.
 
 The process helpers (start, stop, CPU from /proc, the loads in rounds) are tools/benchproc.py.
 
@@ -88,6 +105,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import bare_server  # noqa: E402  (its fixed answer: the upstream's requests are counted by it)
+import bench_mon  # noqa: E402
 import bench_pool  # noqa: E402
 import bench_res  # noqa: E402
 from benchproc import (  # noqa: E402  (the names tools and tests reach as bench.NAME)
@@ -115,6 +133,12 @@ AUTH_PATH = "/authed"
 CACHED_PATH = "/cached"
 CACHE_TTL_S = 3600  # longer than any run: an entry that expired would send a request upstream
 CACHE_SAMPLE = 20  # requests whose X-Cache is checked, before the loads and after them
+# The micro-benchmarks' heap. At the unix port's default (2 MB) the exposition's gateway of 256
+# services (last, after the other micro-benchmarks) finds no piece for its monitor's 84 KB
+# histogram array; at 3 MB it fits, but the collections the export causes in the nearly full heap
+# made it take twice as long (76 ms, 41 at 4 MB; alone in a fresh 2 MB process: 38). Figures of
+# code that allocates nothing do not depend on it; allocations are counted in bytes.
+MICRO_HEAP = "4M"
 
 # Every key of bench.json; the strings are load_tool, micropython_version and date.
 KEYS = (
@@ -187,6 +211,20 @@ KEYS = (
     "rps_healthy_hung",
     "hung_neighbour_504",
     "hung_neighbour_503",
+    "record_response_us",
+    "record_response_alloc_bytes",
+    "monitoring_hooks_us",
+    "export_prometheus_ms_256_services",
+    "export_prometheus_bytes_256_services",
+    "monitoring_on_vs_off_rps_ratio",
+    "rps_direct_mon_on",
+    "rps_direct_mon_off",
+    "p50_ms_direct_mon_on",
+    "p99_ms_direct_mon_on",
+    "p50_ms_direct_mon_off",
+    "p99_ms_direct_mon_off",
+    "cpu_us_per_request_server_direct_mon_on",
+    "cpu_us_per_request_server_direct_mon_off",
     "load_tool",
     "micropython_version",
     "date",
@@ -237,6 +275,14 @@ ROWS = (
     ("circuit breaker admit() + record(), closed, window 20", "breaker_admit_record_us", "us", "", None),
     ("  admit() alone: closed / open (a refusal)", ("breaker_admit_us", "breaker_admit_open_us"), "us", "", None),
     ("  alloc per admit() + record()", "breaker_alloc_bytes", "B", "0", lambda v: v == 0),
+    ("monitor record_response(), 16 services, ring 1024", "record_response_us", "us", "", None),
+    ("  record_request()", "record_request_us", "us", "", None),
+    ("  alloc per record_response()", "record_response_alloc_bytes", "B", "0", lambda v: v == 0),
+    ("  server hooks per request: begin + upstream + end", "monitoring_hooks_us", "us", "", None),
+    ("  alloc per request's hooks", "monitoring_hooks_alloc_bytes", "B", "0", lambda v: v == 0),
+    ("Prometheus exposition, 256 services, 512 routes", "export_prometheus_ms_256_services", "ms", "", None),
+    ("  its size", "export_prometheus_bytes_256_services", "B", "", None),
+    ("  allocated while it is made (short-lived)", "export_prometheus_alloc_bytes_256_services", "B", "", None),
     ("direct: route / compose / send", ("direct_route_us", "direct_compose_us", "direct_send_us"), "us", "", None),
     ("alloc per proxied keep-alive request", "alloc_bytes_per_proxied_request", "B", "<= 1024", lambda v: v <= 1024),
     ("alloc per direct keep-alive request", "alloc_bytes_per_direct_request", "B", "", None),
@@ -246,6 +292,13 @@ ROWS = (
     ("heap in use after boot", "heap_after_boot_bytes", "B", "", None),
     ("heap in use after boot, with the auth section", "heap_after_boot_auth_bytes", "B", "", None),
     ("heap in use after boot, with auth and mediation", "heap_after_boot_mediation_bytes", "B", "", None),
+    (
+        "heap in use after boot, direct route, monitoring off / on",
+        ("heap_after_boot_mon_off_bytes", "heap_after_boot_mon_on_bytes"),
+        "B",
+        "",
+        None,
+    ),
     ("req/s bare asyncio server", "rps_bare", "/s", "", None),
     ("req/s direct route", "rps_direct", "/s", "", None),
     ("req/s proxied to bare", "rps_proxied", "/s", "", None),
@@ -256,6 +309,7 @@ ROWS = (
     ("req/s refused by an open breaker (503)", "rps_open_breaker", "/s", "", None),
     ("req/s direct route, resilience gateway", "rps_direct_res", "/s", "", None),
     ("req/s proxied, alone / beside a hung route", ("rps_healthy_alone", "rps_healthy_hung"), "/s", "", None),
+    ("req/s direct route, monitoring off / on", ("rps_direct_mon_off", "rps_direct_mon_on"), "/s", "", None),
     ("direct / bare", "direct_vs_bare_rps_ratio", "", ">= 0.50", lambda v: v >= 0.5),
     ("proxied / bare", "proxied_vs_bare_rps_ratio", "", ">= 0.25", lambda v: v >= 0.25),
     ("proxied with JWT / without", "auth_vs_noauth_rps_ratio", "", ">= 0.85", lambda v: v >= 0.85),
@@ -269,6 +323,7 @@ ROWS = (
         "<= 1.5",
         lambda v: v <= 1.5,
     ),
+    ("direct, monitoring on / off", "monitoring_on_vs_off_rps_ratio", "", ">= 0.95", lambda v: v >= 0.95),
     ("p50 / p99 bare", ("p50_ms_bare", "p99_ms_bare"), "ms", "", None),
     ("p50 / p99 direct", ("p50_ms_direct", "p99_ms_direct"), "ms", "", None),
     ("p50 / p99 proxied", ("p50_ms_proxied", "p99_ms_proxied"), "ms", "", None),
@@ -280,6 +335,8 @@ ROWS = (
     ("p50 / p99 direct, resilience gateway", ("p50_ms_direct_res", "p99_ms_direct_res"), "ms", "", None),
     ("p50 / p99 proxied, alone", ("p50_ms_healthy_alone", "p99_ms_healthy_alone"), "ms", "", None),
     ("p50 / p99 proxied, beside a hung route", ("p50_ms_healthy_hung", "p99_ms_healthy_hung"), "ms", "", None),
+    ("p50 / p99 direct, monitoring off", ("p50_ms_direct_mon_off", "p99_ms_direct_mon_off"), "ms", "", None),
+    ("p50 / p99 direct, monitoring on", ("p50_ms_direct_mon_on", "p99_ms_direct_mon_on"), "ms", "", None),
     ("CPU per request: bare", "cpu_us_per_request_server_bare", "us", "", None),
     ("CPU per request: gateway, direct", "cpu_us_per_request_server_direct", "us", "", None),
     ("CPU per request: gateway, proxied", "cpu_us_per_request_server_proxied", "us", "", None),
@@ -311,6 +368,13 @@ ROWS = (
     (
         "CPU per request: gateway, proxied alone / beside a hung route",
         ("cpu_us_per_request_server_healthy_alone", "cpu_us_per_request_server_healthy_hung"),
+        "us",
+        "",
+        None,
+    ),
+    (
+        "CPU per request: gateway, direct, monitoring off / on",
+        ("cpu_us_per_request_server_direct_mon_off", "cpu_us_per_request_server_direct_mon_on"),
         "us",
         "",
         None,
@@ -348,6 +412,13 @@ ROWS = (
         "",  # no verdict: the run stops when either is 0 or another answer came
         None,
     ),
+    (
+        "one load, monitoring on: answers / requests counted",
+        ("mon_check_load_requests", "mon_counted_requests"),
+        "",
+        "",  # no verdict: the run stops when the gateway counted fewer
+        None,
+    ),
 )
 
 
@@ -356,7 +427,7 @@ ROWS = (
 
 def run_micro(quick, firmware):
     env = dict(os.environ, MICROPYPATH="%s:tools:.frozen" % firmware)
-    cmd = [MPY, "tools/bench_mpy.py"] + (["--quick"] if quick else [])
+    cmd = [MPY, "-X", "heapsize=" + MICRO_HEAP, "tools/bench_mpy.py"] + (["--quick"] if quick else [])
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode != 0 or not lines:
@@ -586,6 +657,7 @@ def run(quick=False, use_loadgen=False, duration=None, rounds=None, firmware=Non
         bare = None
         bench_pool.run(res, tool, duration, rounds, warm, firmware, tmp)  # a gateway of its own, alone
         bench_res.run(res, tool, duration, rounds, warm, firmware, tmp)  # likewise, after that one
+        bench_mon.run(res, tool, duration, rounds, warm, firmware, tmp)  # two more, one at a time
     finally:
         for proc in (gw, upstream, bare):
             stop(proc)
@@ -634,7 +706,8 @@ def table(res):
     lines.append(
         "load: %s, keep-alive, %d connections, %g s per load, bare / direct / proxied / proxied with a JWT / "
         "cached one after the other, then pool of 1 / pool of 3 (a gateway of its own), then open breaker / "
-        "direct and proxied alone / beside a hung route (another), %d round(s), medians; the servers "
+        "direct and proxied alone / beside a hung route (another), then direct with monitoring off / on (one "
+        "gateway each, one at a time, booted anew before each load), %d round(s), medians; the servers "
         "(MicroPython unix port) and the load generator share %d CPU cores."
         % (res["load_tool"], res["connections"], res["load_duration_s"], res["load_rounds"], res["cpu_count"])
     )

@@ -1,6 +1,9 @@
 """Micro-benchmarks of the request path's pure parts, run ON the MicroPython unix port.
 
-    MICROPYPATH=firmware:tools:.frozen .venv/bin/micropython tools/bench_mpy.py [--quick]
+    MICROPYPATH=firmware:tools:.frozen .venv/bin/micropython -X heapsize=4M tools/bench_mpy.py [--quick]
+
+(4 MB: tools/bench.py's MICRO_HEAP; at the default 2 MB the monitor of the last figure, the
+exposition of 256 services, no longer finds a piece of the heap for its histograms.)
 
 Measures, in one process:
 
@@ -22,7 +25,12 @@ Measures, in one process:
   and 8 instances, and what it allocates;
 - the circuit breaker (tools/bench_res_mpy.py): an admit() + record() pair on a closed breaker
   with a full window of 20, admit() alone on a closed and on an open one, and what the pair
-  allocates.
+  allocates;
+- the monitoring stage (tools/bench_mon_mpy.py): ApiMonitor.record_response() and
+  record_request() on a monitor of 16 services and 32 routes, the server's hooks for one request
+  (monio.Monitoring begin() + upstream() + end()), what they allocate, and the Prometheus
+  exposition of a gateway of 256 services and 512 routes (promexport.write_exposition: its time,
+  bytes and short-lived allocation).
 
 Each figure is the median of batch means (time.ticks_us around a batch of calls). Human-readable
 lines go first; the last line is one JSON object that tools/bench.py reads. This file times
@@ -42,6 +50,7 @@ from apigw.slot import Slot
 from bench_auth_mpy import run as run_auth
 from bench_lb_mpy import run as run_lb
 from bench_med_mpy import run as run_med
+from bench_mon_mpy import run as run_mon
 from bench_res_mpy import run as run_res
 from linear_router import linear_order, linear_route
 
@@ -310,6 +319,7 @@ def run(batches):
     out.update(run_med(batches))
     out.update(run_lb(batches))
     out.update(run_res(batches))
+    out.update(run_mon(batches))
 
     out["micropython_version"] = sys.version + " (" + ".".join(str(v) for v in sys.implementation.version[:3]) + ")"
     out["batches"] = batches

@@ -5,7 +5,9 @@ anything is: timings depend on the machine and what else runs on it. The pieces 
 (its config, the token signed with PyJWT, the header the load carries) and of the cached route
 (its config, an upstream answer the cache stores) and of the pool phase (its config, and that the
 connections the gateway counted are the ones its instances accepted) and of the resilience phase
-(its config, the upstream that never answers) are checked apart.
+(its config, the upstream that never answers) and of the monitoring figures (the two gateways'
+configs, the small monitor's, and the 256-service gateway the exposition is timed on, with traffic
+on every service) are checked apart.
 """
 
 import base64
@@ -22,6 +24,8 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import bench  # noqa: E402
+import bench_mon  # noqa: E402
+import bench_mon_mpy  # noqa: E402
 import bench_pool  # noqa: E402
 import bench_res  # noqa: E402
 import loadgen  # noqa: E402
@@ -71,6 +75,15 @@ def test_bench_quick_writes_every_figure(tmp_path):
     assert res["errors_healthy_alone"] == 0 and res["errors_healthy_hung"] == 0
     assert res["hung_neighbour_504"] >= 1 and res["hung_neighbour_503"] >= 1
     assert res["hung_neighbour_refused_full"] >= res["hung_neighbour_503"]
+    # The monitoring figures: the exposition of 256 services was made whole on MicroPython, the
+    # loads with monitoring off and on had no errors, and the gateway with it counted every request
+    # of one more load (and has the bigger heap: its tables).
+    assert res["export_prometheus_bytes_256_services"] > 256 * 1000
+    assert res["export_prometheus_pieces_256_services"] > 256
+    assert res["errors_direct_mon_off"] == 0 and res["errors_direct_mon_on"] == 0
+    assert 0 < res["mon_check_load_requests"] < res["mon_counted_requests"]
+    assert res["mon_counted_2xx"] >= res["mon_check_load_requests"]
+    assert res["heap_after_boot_mon_on_bytes"] > res["heap_after_boot_mon_off_bytes"]
 
 
 def test_auth_config_and_token(tmp_path):
@@ -227,3 +240,49 @@ def test_hung_upstream_accepts_and_never_answers():
         assert hung.accepted == 1
     finally:
         hung.stop()
+
+
+def test_monitoring_configs():
+    """The monitoring phase's two gateways load with the firmware's config loader and differ in the
+    monitoring section only; the micro-benchmarks' configs give the monitors they are about."""
+    from apigw.config import load_config_text
+
+    off, on = bench_mon.mon_config(8080, False), bench_mon.mon_config(8080, True)
+    assert on.pop("monitoring") == bench_mon.MONITORING and on == off
+    assert off["listen"]["slots"] == bench.CONNECTIONS and off["shell"] == {"enabled": False}
+    for monitoring in (False, True):
+        cfg = load_config_text(json.dumps(bench_mon.mon_config(8080, monitoring)))
+        rid, _ = cfg.gateway.route("GET", bench_mon.PATH)
+        assert rid >= 0 and cfg.gateway.route_service(rid) < 0  # a respond route
+        m = getattr(cfg, "monitoring", None)
+        if not monitoring:
+            assert m is None
+            continue
+        assert m.policy == -1 and (m.mon.ring_size, m.mon.window_s) == (1024, 60)  # open: no auth section
+    mon = load_config_text(json.dumps(bench_mon_mpy.small_config())).monitoring.mon
+    assert (mon.max_services, mon.max_routes, mon.ring_size, mon.window_s) == (16, 32, 1024, 60)
+
+
+def test_export_gateway_has_traffic_on_every_service():
+    """The exposition's gateway (tools/gen_config.py's 256 services and 512 routes with a monitoring
+    section) builds under CPython too, with figures on every service and route; its exposition has a
+    histogram for each service."""
+    from apigw import promexport
+    from apigw.monitor import F_REQUESTS, R_REQUESTS
+
+    srv = bench_mon_mpy.export_server()  # raises if a service has no traffic
+    mon = srv.monitoring.mon
+    assert (mon.max_services, mon.max_routes) == (bench_mon_mpy.EXPORT_SERVICES, bench_mon_mpy.EXPORT_ROUTES)
+    assert all(mon.service_counter(s, F_REQUESTS) > 0 for s in range(mon.max_services))
+    assert all(mon.route_counter(r, R_REQUESTS) == bench_mon_mpy.TRAFFIC for r in range(mon.max_routes))
+    count = bench_mon_mpy.ByteCount()
+    pieces = []
+
+    def write(piece):
+        count.write(piece)
+        pieces.append(piece)
+
+    promexport.write_exposition(srv, write)
+    text = "".join(pieces)
+    assert count.bytes == len(text) and count.pieces > 256
+    assert text.count("apigw_service_request_duration_seconds_count{") == bench_mon_mpy.EXPORT_SERVICES
