@@ -36,18 +36,35 @@ def _args(argv):
     return opts
 
 
-async def _run(server):
-    await server.start()
-    shell_task = None
+async def _shells(shells, sc):
+    """Start the console shell and, when the config's shell section asks, the TCP shell; once:
+    shells becomes [Console, the console's task], and each server takes the Console over. Started
+    from a coroutine of their own: a task started from one that holds a server would keep that
+    server alive after a reload (measured on the unix port)."""
     try:
-        from apigw.console import start_shells
-
-        shell_task = start_shells(server)
+        from apigw.console import Console, console, serve_tcp
     except ImportError:
-        pass
+        return
+    from apigw.sockio import install
+
+    install()  # before the console waits on stdin: the queue is replaced only while nothing waits
+    runner = Console(None)
+    shells.append(runner)
+    if sc.enabled:
+        asyncio.create_task(serve_tcp(runner, sc.host, sc.port))
+        print("shell on tcp " + sc.host + ":" + str(sc.port))
+    shells.append(asyncio.create_task(console(runner)))
+    await asyncio.sleep_ms(0)  # the shells start here, with no server in sight
+
+
+async def _run(server, shells):
+    """Serve until the server stops."""
+    await server.start()
+    if shells:
+        shells[0].server = server  # the next command line builds its Shell on this server
     await server.stopped.wait()
-    if shell_task is not None:
-        shell_task.cancel()
+    if getattr(server, "reload_requested", False):
+        await asyncio.sleep_ms(20)  # the old server's cancelled tasks end and let go of it
 
 
 def _load(opts, pools):
@@ -81,9 +98,8 @@ def _drop_module(name):
         delattr(pkg, attr)
 
 
-def main(argv=None):
-    opts = _args(argv if argv is not None else getattr(sys, "argv", ["main.py"]))
-    pools = []
+def _boot(opts, pools, first):
+    """Load the config (or the last good one) and build the Server for it."""
     config, error = _load(opts, pools)
     _drop_module("apigw.config")
     _drop_module("apigw.authconfig")  # the auth section is built: its checks are not needed again
@@ -97,8 +113,8 @@ def main(argv=None):
         print("apigw: running the last good config " + opts["good"])
     if opts["port"] is not None:
         config.listen.port = int(opts["port"])
-    if board is not None:
-        board.setup(config)
+    if board is not None and first:
+        board.setup(config)  # Wi-Fi, clock, watchdog: once; a reload keeps them
     gc.collect()
     gc.threshold(2048)  # as while loading: the server's code goes in without leaving small gaps
     try:
@@ -108,12 +124,48 @@ def main(argv=None):
         server = Server(config, on_tick=board.feed_watchdog if board is not None else None, pool=pool)
     finally:
         gc.threshold(-1)
+    # For the admin API (adminendpoints.py reads them with getattr; Server does not declare them).
+    server.config_path = opts["config"]  # type: ignore
+    server.good_path = opts["good"]  # type: ignore
+    return server
+
+
+def _serve(opts, pools, shells, first):
+    """Boot and serve until the server stops: the server, or None when a reload was asked for.
+    Its own function, so the old server's last references go with its frame: the collector also
+    scans stale slots of a live frame."""
+    server = _boot(opts, pools, first)
+    if first:
+        asyncio.run(_shells(shells, server.config.shell))
     gc.collect()  # start serving with the boot garbage gone
     try:
-        asyncio.run(_run(server))
+        asyncio.run(_run(server, shells))
     except KeyboardInterrupt:
         print("apigw: stopping (Ctrl-C)")
         asyncio.run(server.stop())
+        return server
+    return None if getattr(server, "reload_requested", False) else server
+
+
+def main(argv=None):
+    opts = _args(argv if argv is not None else getattr(sys, "argv", ["main.py"]))
+    pools = []
+    shells = []  # [Console, its task] once started: they outlive a reload
+    server = _serve(opts, pools, shells, True)
+    while server is None:
+        # POST /_gw/admin/reload stopped the server: load the file again and serve it on the same
+        # port. Every reference to the old server goes first, so its slots and tables are free.
+        print("apigw: reloading " + opts["config"])
+        if shells:
+            shells[0].server = shells[0].shell = None  # the console holds the old server too
+            if len(shells) > 1 and shells[1].done():
+                shells.pop()  # a finished task (no console input) still leads to the old server
+        if board is not None:
+            board.feed_watchdog()
+        gc.collect()
+        server = _serve(opts, pools, shells, False)
+    if len(shells) > 1:
+        shells[1].cancel()
     return server
 
 

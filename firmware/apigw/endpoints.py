@@ -3,9 +3,10 @@ authendpoints.py, loaded only when the config has an auth section.
 
 Owns: answering GET /_gw/health, POST /_gw/token (tokenendpoint.py makes the token) and GET
 /_gw/auth (Admin only), /_gw/registry (self-registration, lbendpoints.py, loaded only when
-the config has it), and /_gw/metrics, /_gw/stats and /_gw/ (monendpoints.py, with a monitoring
-section); anything else under /_gw/ is 404. Must not route or proxy. Allocates (JSON
-documents): these are not on the proxy path.
+the config has it), /_gw/metrics, /_gw/stats and /_gw/ (monendpoints.py, with a monitoring
+section), and /_gw/admin/... (adminendpoints.py, loaded by the first such request); anything else
+under /_gw/ is 404. Must not route or proxy. Allocates (JSON documents): these are not on the
+proxy path.
 """
 
 import json
@@ -18,6 +19,7 @@ GW_HEALTH = b"/_gw/health"
 GW_TOKEN = b"/_gw/token"
 GW_AUTH = b"/_gw/auth"
 GW_REGISTRY = b"/_gw/registry"
+GW_ADMIN = b"/_gw/admin/"
 
 
 def is_path(slot, path):
@@ -57,6 +59,12 @@ class GatewayEndpoints:
             from .lbendpoints import serve_registry  # only a config with pools loads it (it checks the rest)
 
             return await serve_registry(srv, slot, sock, wait)
+        elif slot.path_end - slot.path_start >= len(GW_ADMIN) and mem_eq(
+            slot.buf, slot.path_start, GW_ADMIN, 0, len(GW_ADMIN)
+        ):
+            from .adminendpoints import serve_admin  # loaded by the first admin request
+
+            return await serve_admin(srv, slot, sock, wait)
         else:
             left = srv._reply_error(slot, sock, 404, slot.keep_alive, 0)
         if left:
