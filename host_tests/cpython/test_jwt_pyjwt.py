@@ -107,13 +107,14 @@ def test_pyjwt_none_token_refused():
 
 def test_pyjwt_expired_and_future_tokens_refused_alike():
     v = _verifier({}, default_kid="k1")
+    now = int(time.time())  # PyJWT reads the clock: the test's own time, not the collection's
     for claims, code, exc in (
-        ({"exp": NOW - 100}, gwjwt.EXPIRED, pyjwt.ExpiredSignatureError),
-        ({"nbf": NOW + 100}, gwjwt.NOT_YET_VALID, pyjwt.ImmatureSignatureError),
-        ({"iat": NOW + 100}, gwjwt.IAT, pyjwt.ImmatureSignatureError),
+        ({"exp": now - 100}, gwjwt.EXPIRED, pyjwt.ExpiredSignatureError),
+        ({"nbf": now + 100}, gwjwt.NOT_YET_VALID, pyjwt.ImmatureSignatureError),
+        ({"iat": now + 100}, gwjwt.IAT, pyjwt.ImmatureSignatureError),
     ):
         tok = pyjwt.encode(claims, KEY, algorithm="HS256")
-        assert pytest.raises(gwjwt.JwtError, v.verify, tok, NOW).value.code == code
+        assert pytest.raises(gwjwt.JwtError, v.verify, tok, now).value.code == code
         with pytest.raises(exc):
             pyjwt.decode(tok, KEY, algorithms=["HS256"])
 
