@@ -6,7 +6,7 @@ from apigw import httpparse as hp
 from apigw.compat import micropython
 from apigw.config import load_config_text
 from apigw.monio import errors_of
-from apigw.monitor import F_CLASS, F_REQUESTS, ErrorType
+from apigw.monitor import F_CLASS, F_REQUESTS, G_LAT_MS, G_UP_MS, R_REQUESTS, ErrorType
 from apigw.slot import Slot
 from check import requires_micropython
 
@@ -54,7 +54,9 @@ def test_a_request_is_recorded_by_route_service_and_status():
     api = gw.get_service("api").id
     rid = _request(gw, slot, b"/api/x")
     m.begin(slot)
-    assert mon.get_api_metrics().in_flight == 1
+    a = mon.get_api_metrics()
+    assert a.in_flight == 1 and a.total_requests == 1  # counted when read, routed when answered
+    assert mon.service_counter(api, F_REQUESTS) == 0
     m.upstream(slot)
     slot.status = 503
     m.end(slot)
@@ -69,6 +71,8 @@ def test_a_request_is_recorded_by_route_service_and_status():
     m.abandoned(slot)  # the client left before an answer: 499
     a = mon.get_api_metrics()
     assert a.total_requests == 2 and a.in_flight == 0 and a.status_classes[3] == 1
+    assert a.errors[ErrorType.CLIENT_ERROR] == 1 and mon.route_counter(rid, R_REQUESTS) == 1
+    assert mon.get_latency_histogram() and mon.sum_us(-1, G_LAT_MS) >= mon.sum_us(-1, G_UP_MS) >= 0
 
 
 @micropython.native  # this frame must not come from the heap either

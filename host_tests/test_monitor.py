@@ -184,7 +184,7 @@ def test_histogram_views_and_accessors():
 def test_time_sums_wrap_and_stay_exact():
     c = array("I", [MASK - 1])
     rem = array("H", [999])
-    mon._add_us(c, 0, rem, 0, 2002)  # 0.999 + 2.002 ms past 2**30 - 2 ms
+    mon._add_us_py(c, 0, rem, 0, 2002)  # 0.999 + 2.002 ms past 2**30 - 2 ms
     assert c[0] == 1 and rem[0] == 1024 + 1
     m = ApiMonitor(1, 1, 4)
     m._sc[mon.F_LAT_MS] = MASK - 5  # as if 12.4 days of latency had been summed
@@ -272,6 +272,64 @@ def test_capacities_are_checked():
     assert isinstance(raises(ValueError, m.get_service_metrics, 0), MonitorError)
 
 
+# (route, svc, status, latency_us, upstream_us, error_type): ids in and out of range, statuses in and
+# out of 100 .. 599, latencies and upstream times to clamp, error types to ignore.
+RECORDS = (
+    (0, 0, 200, 1500, 700, -1),
+    (1, 2, 404, 65, 0, 0),
+    (-1, -1, 404, 40, 0, 0),
+    (3, 1, 503, 2500000, 2400000, 1),
+    (9, 9, 504, 70000000, 1 << 30, 2),
+    (2, 3, 0, 1 << 31, 5, 4),
+    (1, 0, 301, -5, -5, 5),
+    (0, 2, 401, 999, 1999, 3),
+    (1, 3, 99, 64, 63, -2),
+    (2, 1, 204, 1000000, 999999, -1),
+)
+
+
+def _tables(m):
+    return list(m._a), list(m._srem)
+
+
+def test_record_counts_what_the_four_calls_count():
+    for base in BASES:
+        fused = ApiMonitor(4, 3, 8, 5)
+        split = ApiMonitor(4, 3, 8, 5)
+        for k in range(60):
+            route, svc, status, lat, up, err = RECORDS[k % len(RECORDS)]
+            now = ticks_add(base, k * 350)
+            fused.record_started()
+            fused.record(route, svc, status, lat, up, now, err)
+            split.record_request(route, svc, now)
+            split.record_response(route, svc, status, lat, up, now)
+            split.record_error(svc, err)
+            assert _tables(fused) == _tables(split), (base, k)
+        assert fused.get_api_metrics().as_dict() == split.get_api_metrics().as_dict()
+        assert fused.get_throughput(ticks_add(base, 21000)) == split.get_throughput(ticks_add(base, 21000)) > 0
+        fused.record_started()  # in flight until answered; counted in the requests already
+        a = fused.get_api_metrics()
+        assert a.in_flight == 1 and a.total_requests == 61 and fused.responses() == 60
+
+
+def test_native_record_agrees_with_its_twin():
+    for base in BASES:
+        m = ApiMonitor(4, 3, 8, 5)
+        twin = ApiMonitor(4, 3, 8, 5)
+        for k in range(60):
+            route, svc, status, lat, up, err = RECORDS[k % len(RECORDS)]
+            now = ticks_add(base, k * 450)
+            h = m.record(route, svc, status, lat, up, now, err)
+            assert h == mon._record_py(twin, route, svc, status, lat, up, now, err), (base, k)
+            m.record_request(route, svc, now)
+            mon._record_py(twin, route, svc, 0, 0, 0, now, (mon.W_ARRIVE | mon.W_ROUTED) << mon.W_SHIFT | 15)
+            m.record_response(route, svc, status, lat, up, now)
+            mon._record_py(twin, route, svc, status, lat, up, now, mon.W_RESPONSE << mon.W_SHIFT | 15)
+            m.record_started()
+            mon._started_py(twin)
+            assert _tables(m) == _tables(twin), (base, k)
+
+
 @micropython.native  # this frame must not come from the heap either
 def _exercise(m, t0, lat):
     n = 0
@@ -284,6 +342,8 @@ def _exercise(m, t0, lat):
             m.record_error(svc, i % 6)
         if i % 50 == 0:
             m.record_refused()
+        m.record_started()  # the server's pair
+        m.record(i & 3, svc, 500 - (i % 4) * 100, lat[(i + 2) & 63], lat[(i + 3) & 63] >> 2, now, i % 7 - 1)
         n += m.service_counter(1, mon.F_REQUESTS) + m.route_counter(2, mon.R_CLASS + 1)
         n += m.global_counter(mon.G_OK) + m.rem_us(-1, mon.G_LAT_MS) + m.hist_base(svc)
     return n
@@ -300,7 +360,7 @@ def test_hot_path_allocates_nothing():
         before = mp.mem_total()
         got = _exercise(m, t0, lat)
         assert mp.mem_total() - before == 0  # heap frames would show here (heap_lock cannot see them)
-        assert got == want and m.get_total_requests() == 300
+        assert got == want and m.get_total_requests() == 600 and m.responses() == 600
         m = ApiMonitor(4, 4, 64, 5)
         mp.heap_lock()
         try:

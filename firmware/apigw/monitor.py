@@ -8,6 +8,11 @@ a ticks_ms() value.
 What is counted:
 - record_request(): requests (global, service, route), in-flight + 1, the current second of the
   throughput window.
+- record_started() and record(), the server's pair (monio.py): record_started() when a request has
+  been read counts it in the global requests and in flight; record(), when it has been answered,
+  does what record_routed(), record_response() and record_error() do, and counts the request in
+  the throughput window's second of its answer. So over the server the window counts answered
+  requests, by the second they were answered in.
 - record_response(): in-flight - 1 (never below 0); responses by status class 1xx .. 5xx (global,
   service, route; a status outside 100 .. 599 counts as 5xx); successes (status < 400) and
   failures (4xx and 5xx: the client did not get what it asked for); latency into the global and
@@ -19,8 +24,16 @@ What is counted:
 - record_refused(): requests turned away before record_request() (no free connection slot).
 total_requests counts requests; successful + failed count responses (the difference is in flight).
 
+record() is one @micropython.viper function (_record) over one 'I' table holding every counter
+(the views _g, _sc, _rc, hist, _ring, _tp_n, _tp_sec are memoryviews into it; the words _G_SC ..
+of _g say where each starts) and the 'H' time-sum remainders: measured on the unix port (x64),
+record_started() + record() cost about 0.35 us where record_request() + record_routed() +
+record_response() + record_error() cost 3 us as native code. _record_py is its pure-Python twin:
+the CPython version and the reference the tests hold the viper one to. record_request(),
+record_response() and the window's move call the same function with fewer figures selected.
+
 Time sums are kept as whole ms in an 'I' counter that wraps at 2**30 ms (12.4 days of summed time:
-a counter reset to whoever reads it raw) and, beside it in an 'H', the us below a ms (10 bits) and
+a counter reset to whoever reads it raw) and, in an 'H' of _srem, the us below a ms (10 bits) and
 how often the ms counter wrapped (6 bits): sum_us() is exact to the us until 64 wraps (2.2 years
 of summed time). Every counter wraps from 2**30 - 1 to 0 (never holding 2**30, a big int on a
 board). The throughput window is window_s + 1 one-second buckets (window_s complete seconds and
@@ -37,24 +50,26 @@ service's min and max. min, max and avg are over everything since reset_metrics(
 
 Memory (ApiMonitor(256, 512, 1024, 60)): per service 392 bytes (15 'I' counters, 2 'H' time-sum
 remainders, an 82-counter histogram of 328 bytes), per route 24 bytes (6 'I' counters), plus 4 bytes
-per ring sample, 8 per window second and 444 of global figures and histogram: 117,668 bytes of
-arrays (100,352 for services). Measured on the unix port with gc.mem_free() around the
-constructor: 118,336 bytes; ApiMonitor(16, 32, 256, 60): 9,632. The histograms are 72 % of the
-default: size max_services to the services configured.
+per ring sample, 8 per window second and 478 of global figures, layout words, remainders and
+histogram: 117,702 bytes of arrays (100,352 for services). Measured on the unix port with
+gc.mem_free() around the constructor: 118,336 bytes; ApiMonitor(16, 32, 256, 60): 9,696. The
+histograms are 72 % of the default: size max_services to the services configured.
 
-__init__ allocates every table; record_request(), record_response(), record_error(),
-record_refused() and the counter accessors allocate nothing (native code). The get_*() reads and
+__init__ allocates every table; record_started(), record(), record_request(), record_response(),
+record_error(), record_refused() and the counter accessors allocate nothing (viper and native
+code; a latency handed to record() must be a small int, as a ticks_diff() is). The get_*() reads and
 reset_metrics() allocate and belong off the request path. This module owns the figures only: it
 does no I/O, reads no clock, writes no Prometheus text and parses no configuration.
 """
 
 from . import loghist
-from .compat import const, micropython
+from .compat import IS_MICROPYTHON, const, micropython
 from .loghist import NBUCKETS
 from .strtab import table
 
 _MASK = const(0x3FFFFFFF)
 _LATE = const(0x100000)  # 2**20 ms: a now this far behind the window counts as no time passed
+_NB = const(82)  # loghist.NBUCKETS, as a constant the viper code can fold (checked at import)
 
 # Per-service counters, _NSF of them per service in _sc (the exporter reads them by these names).
 F_REQUESTS = const(0)
@@ -82,14 +97,33 @@ G_UP_MS = const(16)
 G_GW_MS = const(17)
 G_MIN = const(18)
 G_MAX = const(19)
-_G_REM = const(20)  # + (G_*_MS - G_LAT_MS): the us below a ms of each sum
-_G_RPOS = const(23)  # ring: next slot, samples held
-_G_RN = const(24)
-_G_TP_ON = const(25)  # window: started, tick its current second began at, that second's number,
-_G_TP_START = const(26)  # its bucket
-_G_TP_SEC = const(27)
-_G_TP_HEAD = const(28)
-_NG = const(29)
+_G_RPOS = const(20)  # ring: next slot, samples held
+_G_RN = const(21)
+_G_TP_ON = const(22)  # window: started, tick its current second began at, that second's number,
+_G_TP_START = const(23)  # its bucket
+_G_TP_SEC = const(24)
+_G_TP_HEAD = const(25)
+_G_FIGURES = const(26)  # the words above are figures (reset_metrics() zeroes them); below, the layout
+_G_SC = const(26)  # where _sc, _rc, hist, _ring, _tp_n, _tp_sec start in _a
+_G_RC = const(27)
+_G_HIST = const(28)
+_G_RING = const(29)
+_G_TPN = const(30)
+_G_TPS = const(31)
+_G_NS = const(32)  # max_services, max_routes, ring_size, window_s + 1
+_G_NR = const(33)
+_G_RSIZE = const(34)
+_G_NWIN = const(35)
+_NG = const(36)
+# What one call of _record() does (its `what`; public for the tests, not for callers: record() and
+# the record_*() methods select them).
+W_ARRIVE = const(1)  # requests (global) + 1, in flight + 1
+W_ROUTED = const(2)  # requests (service, route) + 1, the window's current second + 1
+W_RESPONSE = const(4)  # in flight - 1, the response's figures
+W_MOVE = const(8)  # none of the above: the window's move only (every call moves it)
+W_SHIFT = const(4)  # record()'s error_type may carry W_* bits << W_SHIFT (see _record_py)
+W_ERR = const(16)
+W_NOERR = const(15)
 
 
 class ErrorType:
@@ -164,37 +198,352 @@ class ServiceMetrics:
 
 
 @micropython.native
-def _bump(c, i):
-    """c[i] += 1, wrapping at 2**30 without ever holding 2**30."""
-    v = c[i]
-    c[i] = v + 1 if v < _MASK else 0
+def _bump(a, i):
+    """a[i] += 1, wrapping at 2**30 without ever holding 2**30."""
+    v = a[i]
+    a[i] = v + 1 if v < _MASK else 0
 
 
-@micropython.native
-def _wrap(v, n):
+def _wrap_py(v, n):
     """(v + n) mod 2**30 for v, n in 0 .. 2**30 - 1, every intermediate below 2**30."""
     m = _MASK - n
     return v + n if v <= m else v - m - 1
 
 
-@micropython.native
-def _add_us(c, i, rem, j, us):
-    """Add us (0 .. 2**30 - 1) to the time sum c[i] (whole ms, mod 2**30) with rem[j]: the us below
-    a ms in its low 10 bits, the times c[i] wrapped (mod 64) in the 6 above."""
+def _add_us_py(a, i, rem, j, us):
+    """Add us (0 .. 2**30 - 1) to the time sum a[i] (whole ms, mod 2**30) with rem[j]: the us below
+    a ms in its low 10 bits, the times a[i] wrapped (mod 64) in the 6 above."""
     ms = us // 1000
     x = rem[j]
     r = (x & 1023) + (us - ms * 1000)  # < 2000 (us - ms * 1000 first: us may be near 2**30)
     if r >= 1000:
         r -= 1000
         ms += 1
-    v = c[i]
+    v = a[i]
     m = _MASK - ms
     if v <= m:
-        c[i] = v + ms
+        a[i] = v + ms
     else:
-        c[i] = v - m - 1
+        a[i] = v - m - 1
         x += 1024
     rem[j] = (x & 0xFC00) | r
+
+
+def _record_py(self, route, svc, status, lat, up, now, err):
+    """ApiMonitor.record(): the whole hot path over self._a, the one table (its layout in the words
+    _G_SC .. of _g), and self._srem, the time sums' us below a ms. err is an ErrorType to count
+    (others: none), or W_* bits << W_SHIFT | an ErrorType (15: none) to record less than the
+    default W_ROUTED | W_RESPONSE (record_request(), record_response(), the window's move use
+    that). Moves the window to now and returns its current bucket. The reference for the viper
+    version below."""
+    a = self._a
+    rem = self._srem
+    what = W_ROUTED | W_RESPONSE
+    if err >= W_ERR:
+        what = err >> W_SHIFT
+        err &= W_ERR - 1
+    if svc < 0 or svc >= a[_G_NS]:
+        svc = -1
+    if route < 0 or route >= a[_G_NR]:
+        route = -1
+    sb = a[_G_SC] + svc * _NSF
+    rb = a[_G_RC] + route * _NRF
+    if what & W_ARRIVE:
+        _bump(a, G_REQUESTS)
+        v = a[G_IN_FLIGHT]
+        if v < _MASK:
+            a[G_IN_FLIGHT] = v + 1
+    now &= _MASK
+    h = a[_G_TP_HEAD]
+    if not a[_G_TP_ON]:
+        a[_G_TP_ON] = 1
+        a[_G_TP_START] = now
+    else:
+        d = (now - a[_G_TP_START]) & _MASK
+        if 1000 <= d <= _MASK - _LATE:  # not the same second, and now does not lag its start
+            k = d // 1000
+            a[_G_TP_START] = _wrap_py(a[_G_TP_START], k * 1000)
+            sec = _wrap_py(a[_G_TP_SEC], k)
+            a[_G_TP_SEC] = sec
+            nw = a[_G_NWIN]
+            h = (h + k % nw) % nw
+            a[_G_TP_HEAD] = h
+            a[a[_G_TPS] + h] = sec  # the buckets skipped keep older seconds: stale, never cleared
+            a[a[_G_TPN] + h] = 0
+    if what & W_ROUTED:
+        if svc >= 0:
+            _bump(a, sb + F_REQUESTS)
+        if route >= 0:
+            _bump(a, rb + R_REQUESTS)
+        _bump(a, a[_G_TPN] + h)
+    if what & W_RESPONSE:
+        if lat < 0:
+            lat = 0
+        elif lat > _MASK:
+            lat = _MASK
+        if up < 0:
+            up = 0
+        elif up > lat:
+            up = lat
+        cls = status // 100 - 1 if 100 <= status <= 599 else 4
+        v = a[G_IN_FLIGHT]
+        if v > 0:
+            a[G_IN_FLIGHT] = v - 1
+        _bump(a, G_FAILED if cls >= 3 else G_OK)
+        _bump(a, G_CLASS + cls)
+        gr = a[_G_NS] * 2
+        _add_us_py(a, G_LAT_MS, rem, gr, lat)
+        _add_us_py(a, G_UP_MS, rem, gr + 1, up)
+        _add_us_py(a, G_GW_MS, rem, gr + 2, lat - up)
+        if lat < a[G_MIN]:
+            a[G_MIN] = lat
+        if lat > a[G_MAX]:
+            a[G_MAX] = lat
+        k = loghist.bucket_of(lat)
+        hb = a[_G_HIST]
+        _bump(a, hb + k)
+        n = a[_G_RSIZE]
+        p = a[_G_RPOS]
+        a[a[_G_RING] + p] = lat
+        p += 1
+        a[_G_RPOS] = p if p < n else 0
+        if a[_G_RN] < n:
+            a[_G_RN] += 1
+        if route >= 0:
+            _bump(a, rb + R_CLASS + cls)
+        if svc >= 0:
+            _bump(a, sb + F_CLASS + cls)
+            _add_us_py(a, sb + F_LAT_MS, rem, svc * 2, lat)
+            _add_us_py(a, sb + F_UP_MS, rem, svc * 2 + 1, up)
+            if lat < a[sb + F_MIN]:
+                a[sb + F_MIN] = lat
+            if lat > a[sb + F_MAX]:
+                a[sb + F_MAX] = lat
+            _bump(a, hb + (svc + 1) * NBUCKETS + k)
+    if 0 <= err < 5:
+        _bump(a, G_ERRORS + err)
+        if svc >= 0:
+            _bump(a, sb + F_ERRORS + err)
+    return h
+
+
+def _started_py(self):
+    """ApiMonitor.record_started()."""
+    _bump(self._a, G_REQUESTS)
+    v = self._a[G_IN_FLIGHT]
+    if v < _MASK:
+        self._a[G_IN_FLIGHT] = v + 1
+
+
+if IS_MICROPYTHON:
+
+    @micropython.viper
+    def _started(self):
+        a = ptr32(self._a)  # type: ignore  # noqa: F821  (a viper cast)
+        v = a[G_REQUESTS]
+        a[G_REQUESTS] = v + 1 if v < _MASK else 0
+        v = a[G_IN_FLIGHT]
+        if v < _MASK:
+            a[G_IN_FLIGHT] = v + 1
+
+    @micropython.viper
+    def _record(self, route: int, svc: int, status: int, lat: int, up: int, now: int, err: int) -> int:
+        # _record_py as machine code, the helpers written out. Viper ints are machine words (32 bits
+        # on a board): every value stored stays below 2**30 as in the twin, every intermediate
+        # below 2**31.
+        a = ptr32(self._a)  # type: ignore  # noqa: F821  (a viper cast)
+        rem = ptr16(self._srem)  # type: ignore  # noqa: F821
+        what = W_ROUTED | W_RESPONSE
+        if err >= W_ERR:
+            what = err >> W_SHIFT
+            err = err & (W_ERR - 1)
+        if svc < 0 or svc >= a[_G_NS]:
+            svc = -1
+        if route < 0 or route >= a[_G_NR]:
+            route = -1
+        sb = a[_G_SC] + svc * _NSF
+        rb = a[_G_RC] + route * _NRF
+        v = 0
+        if what & W_ARRIVE:
+            v = a[G_REQUESTS]
+            a[G_REQUESTS] = v + 1 if v < _MASK else 0
+            v = a[G_IN_FLIGHT]
+            if v < _MASK:
+                a[G_IN_FLIGHT] = v + 1
+        now = now & _MASK
+        h = a[_G_TP_HEAD]
+        if a[_G_TP_ON] == 0:
+            a[_G_TP_ON] = 1
+            a[_G_TP_START] = now
+        else:
+            d = (now - a[_G_TP_START]) & _MASK
+            if d >= 1000 and d <= _MASK - _LATE:  # the second changed: divide once a second only
+                k = d // 1000
+                v = a[_G_TP_START]
+                m = _MASK - k * 1000
+                a[_G_TP_START] = v + k * 1000 if v <= m else v - m - 1
+                v = a[_G_TP_SEC]
+                m = _MASK - k
+                sec = v + k if v <= m else v - m - 1
+                a[_G_TP_SEC] = sec
+                nw = a[_G_NWIN]
+                h = (h + k % nw) % nw
+                a[_G_TP_HEAD] = h
+                a[a[_G_TPS] + h] = sec
+                a[a[_G_TPN] + h] = 0
+        i = 0
+        if what & W_ROUTED:
+            if svc >= 0:
+                i = sb + F_REQUESTS
+                v = a[i]
+                a[i] = v + 1 if v < _MASK else 0
+            if route >= 0:
+                i = rb + R_REQUESTS
+                v = a[i]
+                a[i] = v + 1 if v < _MASK else 0
+            i = a[_G_TPN] + h
+            v = a[i]
+            a[i] = v + 1 if v < _MASK else 0
+        if what & W_RESPONSE:
+            if lat < 0:
+                lat = 0
+            elif lat > _MASK:
+                lat = _MASK
+            if up < 0:
+                up = 0
+            elif up > lat:
+                up = lat
+            cls = 4
+            if status >= 100 and status <= 599:
+                cls = status // 100 - 1
+            v = a[G_IN_FLIGHT]
+            if v > 0:
+                a[G_IN_FLIGHT] = v - 1
+            i = G_FAILED if cls >= 3 else G_OK
+            v = a[i]
+            a[i] = v + 1 if v < _MASK else 0
+            i = G_CLASS + cls
+            v = a[i]
+            a[i] = v + 1 if v < _MASK else 0
+            # The time sums: global latency, upstream, gateway; then the service's latency, upstream.
+            gr = a[_G_NS] * 2
+            nsum = 5 if svc >= 0 else 3
+            j = 0
+            us = 0
+            ri = 0
+            while j < nsum:
+                if j == 0:
+                    i = G_LAT_MS
+                    ri = gr
+                    us = lat
+                elif j == 1:
+                    i = G_UP_MS
+                    ri = gr + 1
+                    us = up
+                elif j == 2:
+                    i = G_GW_MS
+                    ri = gr + 2
+                    us = lat - up
+                elif j == 3:
+                    i = sb + F_LAT_MS
+                    ri = svc * 2
+                    us = lat
+                else:
+                    i = sb + F_UP_MS
+                    ri = svc * 2 + 1
+                    us = up
+                ms = us // 1000
+                x = rem[ri]
+                r = (x & 1023) + (us - ms * 1000)
+                if r >= 1000:
+                    r -= 1000
+                    ms += 1
+                v = a[i]
+                m = _MASK - ms
+                if v <= m:
+                    a[i] = v + ms
+                else:
+                    a[i] = v - m - 1
+                    x += 1024
+                rem[ri] = (x & 0xFC00) | r
+                j += 1
+            if lat < a[G_MIN]:
+                a[G_MIN] = lat
+            if lat > a[G_MAX]:
+                a[G_MAX] = lat
+            # loghist.bucket_of(lat), inline.
+            k = 0
+            if lat > 0x4000000:
+                k = 81
+            elif lat > 64:
+                w = lat - 1
+                x = w >> 6
+                e = 6
+                if x >> 16:
+                    x = x >> 16
+                    e += 16
+                if x >> 8:
+                    x = x >> 8
+                    e += 8
+                if x >> 4:
+                    x = x >> 4
+                    e += 4
+                if x >> 2:
+                    x = x >> 2
+                    e += 2
+                if x >> 1:
+                    e += 1
+                m = w >> (e - 5)
+                q = 0
+                if m >= 54:
+                    q = 3
+                elif m >= 45:
+                    q = 2
+                elif m >= 38:
+                    q = 1
+                k = ((e - 6) << 2) + q + 1
+            hb = a[_G_HIST]
+            i = hb + k
+            v = a[i]
+            a[i] = v + 1 if v < _MASK else 0
+            n = a[_G_RSIZE]
+            p = a[_G_RPOS]
+            a[a[_G_RING] + p] = lat
+            p += 1
+            a[_G_RPOS] = p if p < n else 0
+            if a[_G_RN] < n:
+                a[_G_RN] = a[_G_RN] + 1
+            if route >= 0:
+                i = rb + R_CLASS + cls
+                v = a[i]
+                a[i] = v + 1 if v < _MASK else 0
+            if svc >= 0:
+                i = sb + F_CLASS + cls
+                v = a[i]
+                a[i] = v + 1 if v < _MASK else 0
+                if lat < a[sb + F_MIN]:
+                    a[sb + F_MIN] = lat
+                if lat > a[sb + F_MAX]:
+                    a[sb + F_MAX] = lat
+                i = hb + (svc + 1) * _NB + k
+                v = a[i]
+                a[i] = v + 1 if v < _MASK else 0
+        if err >= 0 and err < 5:
+            i = G_ERRORS + err
+            v = a[i]
+            a[i] = v + 1 if v < _MASK else 0
+            if svc >= 0:
+                i = sb + F_ERRORS + err
+                v = a[i]
+                a[i] = v + 1 if v < _MASK else 0
+        return h
+
+else:
+    _started = _started_py
+    _record = _record_py
+
+if NBUCKETS != _NB:
+    raise ImportError("monitor: loghist.NBUCKETS changed")
 
 
 @micropython.native
@@ -230,38 +579,53 @@ class ApiMonitor:
         self.max_routes = max_routes
         self.ring_size = ring_size
         self.window_s = window_s
-        self._sc = table("I", max_services * _NSF)
-        self._srem = table("H", max_services * 2)  # us below a ms of F_LAT_MS, F_UP_MS
-        self._rc = table("I", max_routes * _NRF)
-        self._g = table("I", _NG)
-        # Histograms: the global one at base 0, service s's at hist_base(s) = (s + 1) * NBUCKETS.
-        self.hist = table("I", (max_services + 1) * NBUCKETS)
-        self._ring = table("I", ring_size)  # the last ring_size latencies, us
         self._nwin = window_s + 1
-        self._tp_n = table("I", self._nwin)  # requests in each second of the window
-        self._tp_sec = table("I", self._nwin)  # the second number each bucket stands for
+        # One 'I' table holds every counter, so that _record() reaches them all through one
+        # pointer; the views below are memoryviews into it (made here, once).
+        sizes = (_NG, max_services * _NSF, max_routes * _NRF, (max_services + 1) * NBUCKETS, ring_size)
+        sizes += (self._nwin, self._nwin)
+        a = table("I", sum(sizes))
+        self._a = a
+        mv = memoryview(a)
+        views = []
+        at = 0
+        for k, n in enumerate(sizes):
+            views.append(mv[at : at + n])
+            if k:
+                a[_G_SC + k - 1] = at
+            at += n
+        self._g, self._sc, self._rc, self.hist, self._ring, self._tp_n, self._tp_sec = views
+        # Histograms: the global one at base 0, service s's at hist_base(s) = (s + 1) * NBUCKETS.
+        a[_G_NS] = max_services
+        a[_G_NR] = max_routes
+        a[_G_RSIZE] = ring_size
+        a[_G_NWIN] = self._nwin
+        # The us below a ms of the time sums: service s's F_LAT_MS, F_UP_MS at 2 * s, 2 * s + 1; the
+        # global G_LAT_MS, G_UP_MS, G_GW_MS after them.
+        self._srem = table("H", max_services * 2 + 3)
         self.reset_metrics()
 
     # -- the hot path (no allocation) ------------------------------------------------------------
 
+    # record_started(self): a request arrived, not yet routed (the server's case): requests
+    # (global) + 1, in flight + 1; record() counts the rest when it is answered. No allocation.
+    record_started = _started
+
+    # record(self, route, svc, status, latency_us, upstream_us, now_ms, error_type): a request begun
+    # with record_started() was answered: record_routed()'s counts, the request in the throughput
+    # window's second of now_ms (the second it was answered in), record_response()'s and, for an
+    # ErrorType error_type (-1: none), record_error()'s, in one native call. No allocation.
+    record = _record
+
     @micropython.native
     def record_request(self, route, svc, now_ms):
         """A request arrived (route, svc: ids or -1). No allocation."""
-        g = self._g
-        _bump(g, G_REQUESTS)
-        v = g[G_IN_FLIGHT]
-        if v < _MASK:
-            g[G_IN_FLIGHT] = v + 1
-        if 0 <= svc < self.max_services:
-            _bump(self._sc, svc * _NSF + F_REQUESTS)
-        if 0 <= route < self.max_routes:
-            _bump(self._rc, route * _NRF + R_REQUESTS)
-        _bump(self._tp_n, self._advance(now_ms))
+        _record(self, route, svc, 0, 0, 0, now_ms, (W_ARRIVE | W_ROUTED) << W_SHIFT | W_NOERR)
 
     @micropython.native
     def record_routed(self, route, svc):
         """The route and service of a request recorded with record_request(-1, -1, ...) before it
-        was routed (the server's case): their request counters. No allocation."""
+        was routed: their request counters. No allocation."""
         if 0 <= svc < self.max_services:
             _bump(self._sc, svc * _NSF + F_REQUESTS)
         if 0 <= route < self.max_routes:
@@ -271,52 +635,7 @@ class ApiMonitor:
     def record_response(self, route, svc, status, latency_us, upstream_us, now_ms):
         """A request was answered with status after latency_us, upstream_us of it waiting for the
         upstream (0 if none). now_ms moves the throughput window. No allocation."""
-        if latency_us < 0:
-            latency_us = 0
-        elif latency_us > _MASK:
-            latency_us = _MASK
-        if upstream_us < 0:
-            upstream_us = 0
-        elif upstream_us > latency_us:
-            upstream_us = latency_us
-        cls = status // 100 - 1 if 100 <= status <= 599 else 4
-        g = self._g
-        v = g[G_IN_FLIGHT]
-        if v > 0:
-            g[G_IN_FLIGHT] = v - 1
-        _bump(g, G_FAILED if cls >= 3 else G_OK)
-        _bump(g, G_CLASS + cls)
-        _add_us(g, G_LAT_MS, g, _G_REM, latency_us)
-        _add_us(g, G_UP_MS, g, _G_REM + 1, upstream_us)
-        _add_us(g, G_GW_MS, g, _G_REM + 2, latency_us - upstream_us)
-        if latency_us < g[G_MIN]:
-            g[G_MIN] = latency_us
-        if latency_us > g[G_MAX]:
-            g[G_MAX] = latency_us
-        k = loghist.bucket_of(latency_us)
-        hist = self.hist
-        _bump(hist, k)
-        ring = self._ring
-        p = g[_G_RPOS]
-        ring[p] = latency_us
-        p += 1
-        g[_G_RPOS] = p if p < self.ring_size else 0
-        if g[_G_RN] < self.ring_size:
-            g[_G_RN] += 1
-        if 0 <= route < self.max_routes:
-            _bump(self._rc, route * _NRF + R_CLASS + cls)
-        if 0 <= svc < self.max_services:
-            sc = self._sc
-            b = svc * _NSF
-            _bump(sc, b + F_CLASS + cls)
-            _add_us(sc, b + F_LAT_MS, self._srem, svc * 2, latency_us)
-            _add_us(sc, b + F_UP_MS, self._srem, svc * 2 + 1, upstream_us)
-            if latency_us < sc[b + F_MIN]:
-                sc[b + F_MIN] = latency_us
-            if latency_us > sc[b + F_MAX]:
-                sc[b + F_MAX] = latency_us
-            _bump(hist, (svc + 1) * NBUCKETS + k)
-        self._advance(now_ms)
+        _record(self, route, svc, status, latency_us, upstream_us, now_ms, W_RESPONSE << W_SHIFT | W_NOERR)
 
     @micropython.native
     def record_error(self, svc, error_type):
@@ -331,28 +650,9 @@ class ApiMonitor:
         """A request turned away before record_request() (count only). No allocation."""
         _bump(self._g, G_REFUSED)
 
-    @micropython.native
     def _advance(self, now):
         """Move the window to the second holding now; return that second's bucket."""
-        g = self._g
-        now &= _MASK
-        if not g[_G_TP_ON]:
-            g[_G_TP_ON] = 1
-            g[_G_TP_START] = now
-            return g[_G_TP_HEAD]
-        d = (now - g[_G_TP_START]) & _MASK
-        if d < 1000 or d > _MASK - _LATE:  # the same second, or now lags its start
-            return g[_G_TP_HEAD]
-        k = d // 1000
-        g[_G_TP_START] = _wrap(g[_G_TP_START], k * 1000)
-        sec = _wrap(g[_G_TP_SEC], k)
-        g[_G_TP_SEC] = sec
-        nw = self._nwin
-        h = (g[_G_TP_HEAD] + k % nw) % nw
-        g[_G_TP_HEAD] = h
-        self._tp_sec[h] = sec  # the buckets skipped keep older seconds: stale, never cleared
-        self._tp_n[h] = 0
-        return h
+        return _record(self, -1, -1, 0, 0, 0, now, W_MOVE << W_SHIFT | W_NOERR)
 
     # -- accessors for the exporter (no allocation) ----------------------------------------------
 
@@ -380,7 +680,7 @@ class ApiMonitor:
 
     def _rem(self, svc, field):
         if svc < 0:
-            return self._g[_G_REM + field - G_LAT_MS]
+            return self._srem[self.max_services * 2 + field - G_LAT_MS]
         return self._srem[svc * 2 + field - F_LAT_MS] if svc < self.max_services else 0
 
     def hist_base(self, svc=-1):
@@ -525,8 +825,9 @@ class ApiMonitor:
         """Every counter, sum, histogram, the ring and the window back to empty (a scraper sees
         counter resets). The in-flight count stays: those requests are still being answered."""
         inflight = self._g[G_IN_FLIGHT]
-        for a in (self._sc, self._srem, self._rc, self._g, self.hist, self._ring, self._tp_n, self._tp_sec):
-            _zero(a, 0, len(a), 0)
+        _zero(self._a, 0, _G_FIGURES, 0)  # the figures, not the layout words after them
+        _zero(self._a, _NG, len(self._a), 0)
+        _zero(self._srem, 0, len(self._srem), 0)
         for s in range(self.max_services):
             self._sc[s * _NSF + F_MIN] = _MASK
         self._g[G_MIN] = _MASK
