@@ -30,7 +30,7 @@ MPY_TEST  := MICROPYPATH=firmware:host_tests:.frozen $(MPY) -X heapsize=$(HEAP) 
 PYTEST    := $(PY) -m pytest -q
 BUILD_CHECKS := host_tests/cpython/test_build.py
 
-.PHONY: help venv stubs test test-mpy test-py check run bench build deploy clean distclean
+.PHONY: help venv stubs test test-mpy test-py check run bench build deploy shell clean distclean
 
 # help: list the targets.
 help:
@@ -44,6 +44,7 @@ help:
 	@echo "make bench           tools/bench.py"
 	@echo "make build BOARD=b   firmware/apigw/*.py -> build/b/apigw/*.mpy (esp32, rp2040, unix)"
 	@echo "make deploy BOARD=b DEVICE=/dev/ttyUSB0 [CONFIG=...]   build, copy what changed (mpremote), reset"
+	@echo "make shell DEVICE=/dev/ttyUSB0   the gateway shell over a board's serial console"
 	@echo "make clean           remove build/ and caches (distclean: .venv too)"
 
 # venv: .venv with the pinned tools; the stamp makes it rerun only when requirements.txt changes.
@@ -129,6 +130,11 @@ deploy: $(STAMP)
 	@test -n "$(DEVICE)" || { echo "make deploy: DEVICE=... is required (the board's serial device)"; exit 2; }
 	$(PY) tools/deploy.py $(BOARD) --device $(DEVICE) \
 		$(if $(filter command line environment,$(origin CONFIG)),--config $(CONFIG)) $(ARGS)
+
+# shell: the gateway shell on a board's serial console (tools/gwshell.py --serial).
+shell: $(STAMP)
+	@test -n "$(DEVICE)" || { echo "make shell: DEVICE=... is required (the board's serial device)"; exit 2; }
+	$(PY) tools/gwshell.py --serial $(DEVICE) $(ARGS)
 
 # clean: build output and caches (keeps .venv).
 clean:

@@ -1,0 +1,11 @@
+# Freeze apigw into a MicroPython firmware for this board: its bytecode then runs from flash and
+# its code takes no heap (.mpy files on the filesystem are loaded into RAM).
+# In a MicroPython checkout (ports/esp32), with this repository at APIGW:
+#     make BOARD=ESP32_GENERIC FROZEN_MANIFEST=APIGW/boards/esp32/manifest.py
+# then flash the firmware it builds as in the README, and copy main.py, gateway.json and
+# secrets.json (nothing else: the package, board.py and wlan.py are frozen in).
+# Relative paths start at this file's folder.
+include("$(PORT_DIR)/boards/manifest.py")  # type: ignore  # noqa: F821  (the port's own modules)
+package("apigw", base_path="../../firmware")  # type: ignore  # noqa: F821
+module("board.py")  # type: ignore  # noqa: F821
+module("wlan.py", base_path="../common")  # type: ignore  # noqa: F821
