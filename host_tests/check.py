@@ -37,3 +37,15 @@ def raises(exc_type, fn, *args, **kw):
         return e
     name = getattr(fn, "__name__", "call")
     raise AssertionError("%s did not raise %r" % (name, exc_type))
+
+
+def lcg(seed):
+    """A deterministic generator of 31-bit ints for generated test data (the random module is not
+    on every MicroPython): returns a function giving the next one."""
+    state = [seed & 0x7FFFFFFF]
+
+    def nxt():
+        state[0] = (state[0] * 1103515245 + 12345) & 0x7FFFFFFF
+        return state[0]
+
+    return nxt

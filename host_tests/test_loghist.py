@@ -11,26 +11,15 @@ from array import array
 
 from apigw import loghist as lh
 from apigw.compat import micropython
-from check import requires_micropython
+from check import lcg, requires_micropython
 
 NB = lh.NBUCKETS
 MAX = (1 << 30) - 1
 
 
-def _lcg(seed):
-    """A deterministic generator of 31-bit ints (MicroPython has no `random` everywhere)."""
-    state = [seed & 0x7FFFFFFF]
-
-    def nxt():
-        state[0] = (state[0] * 1103515245 + 12345) & 0x7FFFFFFF
-        return state[0]
-
-    return nxt
-
-
 def _spread(n, seed=7):
     """n values spread evenly over octaves 0 .. 30 (a log-uniform-ish set), all in 0 .. MAX."""
-    rnd = _lcg(seed)
+    rnd = lcg(seed)
     out = []
     for _ in range(n):
         e = rnd() % 31
@@ -97,7 +86,7 @@ def test_mid_error_is_within_the_bound_at_every_bucket_end():
 
 def test_percentile_of_single_values_is_within_the_bound():
     counts = array("I", [0] * (3 * NB))
-    rnd = _lcg(11)
+    rnd = lcg(11)
     for _ in range(400):
         v = 65 + rnd() % ((1 << 26) - 64)
         for k in range(NB, 2 * NB):

@@ -14,31 +14,21 @@ from apigw import loghist
 from apigw import monitor as mon
 from apigw.compat import micropython, ticks_add
 from apigw.monitor import ApiMonitor, ErrorType, LatencyBucket, MonitorError
-from check import raises, requires_micropython
+from check import lcg, raises, requires_micropython
 
 BASES = (0, (1 << 30) - 2500, ticks_add(0, -2500))
 PERCENTS = (0, 1, 5, 10, 25, 50, 75, 90, 95, 99, 99.9, 100)
 MASK = (1 << 30) - 1
 
 
-def _lcg(seed):
-    state = [seed & 0x7FFFFFFF]
-
-    def nxt():
-        state[0] = (state[0] * 1103515245 + 12345) & 0x7FFFFFFF
-        return state[0]
-
-    return nxt
-
-
 def _uniform(n, seed=1):
-    rnd = _lcg(seed)
+    rnd = lcg(seed)
     return [1000 + rnd() % 49000 for _ in range(n)]  # 1 .. 50 ms
 
 
 def _long_tailed(n, seed=2):
     """Log-normal-ish: exp of a sum of four uniforms (median 3 ms, tail to seconds)."""
-    rnd = _lcg(seed)
+    rnd = lcg(seed)
     out = []
     for _ in range(n):
         z = (rnd() + rnd() + rnd() + rnd()) / (1 << 31) - 2.0  # about normal, sd 0.58
@@ -49,7 +39,7 @@ def _long_tailed(n, seed=2):
 
 def _bimodal(n, seed=3):
     """70 % around 2 ms (a cache), 30 % around 200 ms (the upstream)."""
-    rnd = _lcg(seed)
+    rnd = lcg(seed)
     return [1500 + rnd() % 1000 if rnd() % 10 < 7 else 150000 + rnd() % 100000 for _ in range(n)]
 
 

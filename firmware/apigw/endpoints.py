@@ -19,6 +19,9 @@ GW_HEALTH = b"/_gw/health"
 GW_TOKEN = b"/_gw/token"
 GW_AUTH = b"/_gw/auth"
 GW_REGISTRY = b"/_gw/registry"
+GW_METRICS = b"/_gw/metrics"  # these three: monendpoints.py, with a monitoring section
+GW_STATS = b"/_gw/stats"
+GW_ROOT = b"/_gw/"
 GW_ADMIN = b"/_gw/admin/"
 
 
@@ -50,7 +53,7 @@ class GatewayEndpoints:
 
             return await serve_auth(self.server, slot, sock, wait)
         elif srv.monitoring is not None and (
-            is_path(slot, b"/_gw/metrics") or is_path(slot, b"/_gw/stats") or is_path(slot, b"/_gw/")
+            is_path(slot, GW_METRICS) or is_path(slot, GW_STATS) or is_path(slot, GW_ROOT)
         ):
             from .monendpoints import serve_monitoring  # only a config with monitoring loads it
 

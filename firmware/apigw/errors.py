@@ -19,6 +19,7 @@ CODES = {
     "not_found": (404, "no route matches the path"),
     "method_not_allowed": (405, "the route does not take this method"),
     "not_acceptable": (406, "no representation the client accepts"),
+    "conflict": (409, "the request conflicts with the gateway's state"),
     "request_timeout": (408, "the request did not arrive in time"),
     "length_required": (411, "a chunked request body is not accepted: send Content-Length"),
     "content_too_large": (413, "the request body is larger than the gateway takes"),

@@ -49,7 +49,7 @@ async def serve_registry(srv, slot, sock, wait):
             body = json.dumps(doc).encode()
         except RegistryError as e:
             status = e.status
-            body = error_json(status, "conflict" if status == 409 else BY_STATUS.get(status, "error"), e.message)
+            body = error_json(status, BY_STATUS.get(status, "error"), e.message)
         if status == 405:
             left = srv._reply_error(slot, sock, 405, slot.keep_alive, doc)
         else:

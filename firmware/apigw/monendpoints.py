@@ -9,12 +9,9 @@ not on the proxy path.
 """
 
 from . import httpparse as hp
-from .endpoints import is_path
+from .endpoints import GW_METRICS, GW_ROOT, is_path
 from .sockio import send_all
 
-GW_METRICS = b"/_gw/metrics"
-GW_STATS = b"/_gw/stats"
-GW_ROOT = b"/_gw/"
 PROMETHEUS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 JSON_TYPE = b"application/json"
 HTML_TYPE = b"text/html; charset=utf-8"

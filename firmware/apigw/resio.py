@@ -25,7 +25,7 @@ the other modules'; configuration is resconfig.py's.
 import asyncio
 
 from .backoff import IDEMPOTENT_METHODS
-from .breaker import SUCCESS, BreakerTable, FailureReason, classify
+from .breaker import SUCCESS, BreakerTable, CircuitState, FailureReason, classify
 from .bulkhead import ACQUIRED, MUST_WAIT, BulkheadTable
 from .compat import micropython, ticks_add, ticks_diff, ticks_ms
 from .errors import error_json
@@ -384,7 +384,7 @@ class Guard:
     def stats(self):
         return {
             "breakers": self.breakers.count,
-            "open": sum(1 for b in range(self.breakers.count) if self.breakers.state(b) == 1),
+            "open": sum(1 for b in range(self.breakers.count) if self.breakers.state(b) == CircuitState.OPEN),
             "refused_open": self.refused_open,
             "refused_full": self.refused_full,
             "retries": self.retries,
