@@ -29,10 +29,12 @@ def _args(argv):
         else:
             print("usage: main.py [--config gateway.json] [--port N] [--good last-good.json]")
             raise SystemExit(2)
+    path = opts["config"]
+    cut = path.rfind(".json")
+    stem = path[:cut] if cut > 0 else path
     if opts["good"] is None:
-        path = opts["config"]
-        cut = path.rfind(".json")
-        opts["good"] = (path[:cut] if cut > 0 else path) + ".good.json"
+        opts["good"] = stem + ".good.json"
+    opts["changes"] = stem + ".changes.json"  # run-time changes (apigw/runstate.py)
     return opts
 
 
@@ -127,7 +129,26 @@ def _boot(opts, pools, first):
     # For the admin API (adminendpoints.py reads them with getattr; Server does not declare them).
     server.config_path = opts["config"]  # type: ignore
     server.good_path = opts["good"]  # type: ignore
+    server.changes_path = opts["changes"]  # type: ignore
+    _apply_changes(server, opts["changes"])
     return server
+
+
+def _apply_changes(server, path):
+    """Apply the run-time changes saved by the shells and the admin API (apigw/runstate.py). The
+    module is imported only when there is a change file (or its previous copy) to apply."""
+    import os
+
+    for p in (path, path[:-5] + ".prev.json"):
+        try:
+            os.stat(p)
+        except OSError:
+            continue
+        from apigw import runstate
+        from apigw.compat import ticks_ms
+
+        runstate.load(server, path, ticks_ms())
+        return
 
 
 def _serve(opts, pools, shells, first):

@@ -1,5 +1,8 @@
 """Portable tests for the `lb` shell command (lbshell.py) on a balancer built from a config."""
 
+# mpy_run: heapsize=1024k  (the shell, the balancer and the auth section's code, compiled here from
+# source, leave no 8 KB gap in 512 KB for the auth tables; a board loads them as .mpy)
+
 from apigw.compat import ticks_ms
 from apigw.config import load_config_text
 from apigw.lb import LoadBalancer

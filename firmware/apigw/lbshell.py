@@ -18,6 +18,8 @@ LB_SUBS = [
     ("drain", "IID", "take an instance out of rotation (its connections finish)"),
     ("undrain", "IID", "put a drained instance back in rotation"),
     ("weight", "IID W", "set an instance's weight (1..255)"),
+    ("add", "POOL HOST:PORT [weight=W]", "add an instance to a pool (probed like the others)"),
+    ("remove", "IID", "take an instance out of its pool (drain it first: refused with connections)"),
     ("health", "[IID]", "active and passive health-check state, probe and ejection counters"),
     ("registry", "", "self-registered instances and the time each has left"),
     ("stats", "", "balancer counters"),
@@ -68,13 +70,22 @@ class LbCommand:
             if sub in ("drain", "undrain") and len(rest) == 1:
                 iid = self._iid(rest[0])
                 self.lb.drain(iid, sub == "drain")
-                return self._state(iid)
+                return self._state(iid) + self._saved(iid)
             if sub == "weight" and len(rest) == 2:
                 iid = self._iid(rest[0])
                 if not rest[1].isdigit():
                     raise ShellError("weight must be a number 1..255")
                 self.lb.set_weight(iid, int(rest[1]))
-                return self._state(iid)
+                return self._state(iid) + self._saved(iid)
+            if sub == "add" and 2 <= len(rest) <= 3:
+                return self._add(rest)
+            if sub == "remove" and len(rest) == 1:
+                from .runstate import instance_key, remove_instance
+
+                iid = self._iid(rest[0])
+                key = instance_key(self.lb, iid)
+                remove_instance(self.b, iid)
+                return "removed instance " + key + self.shell.record("instance_removed", key)
             if sub == "health" and len(rest) <= 1:
                 return self._health(self._iid(rest[0]) if rest else -1)
             if sub == "registry" and not rest:
@@ -88,6 +99,30 @@ class LbCommand:
             if name == sub:
                 raise ShellError("usage: lb " + sub + (" " + usage if usage else ""))
         raise ShellError("unknown sub-command 'lb " + sub + "' (try 'help lb')")
+
+    def _saved(self, iid):
+        """Keep the instance's weight and drain state for the next boot (runstate.py)."""
+        from .runstate import instance_key
+
+        inst = self.lb.get_instance(iid)
+        return self.shell.record("instance_set", instance_key(self.lb, iid), inst.drained, inst.weight)
+
+    def _add(self, words):
+        from .runstate import add_instance
+        from .shell import ShellError
+
+        host, _, port = words[1].rpartition(":")
+        weight = "1"
+        if len(words) == 3:
+            weight = words[2][7:] if words[2].startswith("weight=") else ""
+        if not host or not port.isdigit() or not weight.isdigit():
+            raise ShellError("usage: lb add POOL HOST:PORT [weight=W]")
+        pid = self._pool(words[0])
+        if self.lb.find_instance(pid, host, int(port)) >= 0:
+            raise ShellError(host + ":" + port + " is already in pool " + self._name(pid))
+        key = self._name(pid) + " " + host + ":" + port
+        iid = add_instance(self.b, key, int(weight))
+        return self._state(iid) + self.shell.record("instance_added", key, int(weight))
 
     # -- arguments -------------------------------------------------------------------------------
 

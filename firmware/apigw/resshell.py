@@ -86,7 +86,8 @@ class ResilienceCommand:
                     self.br.force_open(bid, ticks_ms())
                 else:
                     self.br.force_closed(bid)
-                return self._state(bid)
+                held = None if sub == "reset" else "open" if sub == "trip" else "closed"
+                return self._state(bid) + self.shell.record("breaker_held", self.br.name(bid), held)
             if sub == "stats" and not rest:
                 return self._stats()
         except ResilienceError as e:

@@ -85,6 +85,20 @@ class Shell:
         """Add a command. handler(words) returns the text to show; subs documents its sub-commands."""
         self.commands[name] = (handler, summary, subs)
 
+    def record(self, what, *args):
+        """Persist a change with runstate.Changes.<what>(*args) when the shell runs on a gateway
+        that keeps a change file; returns "" or a warning line for the command's output."""
+        srv = self.server
+        if srv is None or (getattr(srv, "changes", None) or getattr(srv, "changes_path", None)) is None:
+            return ""
+        from . import runstate
+
+        try:
+            getattr(runstate.of(srv), what)(*args)
+        except OSError as e:
+            return "\nwarning: not saved (" + str(e) + "): the change is lost at the next reboot"
+        return ""
+
     def execute(self, line):
         """Run one command line; returns its output (errors are output too, never raised)."""
         words = line.split()
@@ -137,8 +151,18 @@ class Shell:
             if len(rest) != 1:
                 raise ShellError("usage: gateway remove-route ID|NAME")
             r = int(rest[0]) if rest[0].isdigit() else rest[0]
+            d = self.gw.get_route(r if isinstance(r, int) else self.gw.route_id(r))
             self.gw.remove_route(r)
-            return "removed route " + rest[0]
+            return "removed route " + rest[0] + (self._saved("route_removed", d) if d is not None else "")
+        if sub == "add-service":
+            return self._add_service(rest)
+        if sub == "remove-service":
+            if len(rest) != 1:
+                raise ShellError("usage: gateway remove-service NAME")
+            self.gw.unregister_service(rest[0])
+            return "removed service " + rest[0] + self.record("service_removed", rest[0])
+        if sub == "changes":
+            return self._changes(rest)
         if sub == "stats":
             return self._stats()
         if sub == "stop":
@@ -238,7 +262,41 @@ class Shell:
         else:
             raise ShellError("a route needs a SERVICE or respond=STATUS")
         rid = self.gw.add_route(pos[0], **kw)
-        return "added route " + str(rid)
+        kw["path"] = pos[0]
+        return "added route " + str(rid) + self._saved("route_added", self.gw.get_route(rid), kw)
+
+    def _saved(self, what, route, *spec):
+        """record() for a route change: routes are named by runstate.route_key, not by id."""
+        if self.server is None:
+            return ""
+        from .runstate import route_key
+
+        return self.record(what, route_key(route), *spec)
+
+    def _add_service(self, words):
+        pos, opts = _kv(words)
+        host, _, port = pos[1].rpartition(":") if len(pos) == 2 else ("", "", "")
+        if not host or not port.isdigit():
+            raise ShellError("usage: gateway add-service NAME HOST:PORT [timeout_ms=N]")
+        timeout = opts.get("timeout_ms", "10000")
+        if not str(timeout).isdigit():
+            raise ShellError("timeout_ms must be a number of milliseconds")
+        sid = self.gw.register_service(pos[0], host, int(port), int(timeout))
+        return "added service " + str(sid) + self.record("service_added", pos[0], host, int(port), int(timeout))
+
+    def _changes(self, words):
+        """gateway changes [clear]: the run-time changes kept for the next boot (runstate.py)."""
+        from . import runstate
+
+        c = None if self.server is None else runstate.of(self.server)
+        if c is None:
+            raise ShellError("no change file: changes are kept only on a running gateway")
+        if words == ["clear"]:
+            return "forgot %d change(s): the next boot starts from the config alone" % c.clear()
+        if words:
+            raise ShellError("usage: gateway changes [clear]")
+        lines = c.describe()
+        return "\n".join(lines) if lines else "no run-time changes (" + c.path + ")"
 
     def _stats(self):
         gw = self.gw
@@ -277,6 +335,9 @@ GATEWAY_SUBS = [
         "add a route",
     ),
     ("remove-route", "ID|NAME", "remove a route"),
+    ("add-service", "NAME HOST:PORT [timeout_ms=N]", "register a service"),
+    ("remove-service", "NAME", "unregister a service (no route may use it)"),
+    ("changes", "[clear]", "run-time changes kept for the next boot (clear: forget them)"),
     ("stats", "", "counters: requests, slots, queue, upstream connections"),
     ("stop", "", "stop the gateway cleanly (running board only)"),
 ]
