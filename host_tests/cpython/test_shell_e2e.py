@@ -214,7 +214,7 @@ def test_gwshell_tcp_commands_from_stdin(gateway):
 
 def test_gwshell_tcp_refused(e2e):
     rc, _, err = _gwshell("--tcp", "127.0.0.1:%d" % e2e.free_port(), "help")
-    assert rc == 1 and err.startswith("gwshell: ")
+    assert rc == 3 and err.startswith("gwshell: ")  # 3: cannot reach the gateway
 
 
 def test_gwshell_offline_config(gateway):
