@@ -147,7 +147,7 @@ def _apply_changes(server, path):
         from apigw import runstate
         from apigw.compat import ticks_ms
 
-        runstate.load(server, path, ticks_ms())
+        runstate.load(server, path, ticks_ms())  # type: ignore  # (the board stubs type ticks_ms apart)
         return
 
 
@@ -156,6 +156,7 @@ def _serve(opts, pools, shells, first):
     Its own function, so the old server's last references go with its frame: the collector also
     scans stale slots of a live frame."""
     server = _boot(opts, pools, first)
+    server.board = board  # type: ignore  # health() reports its clock_synced
     if first:
         asyncio.run(_shells(shells, server.config.shell))
     gc.collect()  # start serving with the boot garbage gone
@@ -169,6 +170,8 @@ def _serve(opts, pools, shells, first):
 
 
 def main(argv=None):
+    if board is not None and getattr(board, "safe_mode", None) is not None and board.safe_mode():
+        return None  # a held boot button or the file safemode: the board said why and how to leave
     opts = _args(argv if argv is not None else getattr(sys, "argv", ["main.py"]))
     pools = []
     shells = []  # [Console, its task] once started: they outlive a reload

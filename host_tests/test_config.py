@@ -417,3 +417,28 @@ def test_save_last_good_replaces():
         assert sorted(os.listdir(d)) == ["a.json", "good.json"]
     finally:
         _rmtree(d)
+
+
+def test_one_secrets_file_holds_the_wifi_credentials_and_the_jwt_keys():
+    """The board's secrets.json: "wifi" and "ap" are the board module's, allowed beside the keys;
+    anything else is still refused by name."""
+    from apigw.authconfig import read_secrets
+    from apigw.store import write_json
+
+    path = "config_test_secrets.json"
+    key = "c2VjcmV0LWtleS1vZi1hdC1sZWFzdC0zMi1ieXRlcy0hIQ"
+    try:
+        write_json(path, {"jwt_keys": {"k1": key}, "wifi": {"ssid": "lan", "password": "pw"}, "ap": {}})
+        keys, secret = read_secrets(path)
+        assert list(keys) == ["k1"] and secret == ""
+        write_json(path, {"jwt_keys": {}, "wlan": {}})
+        err = None
+        try:
+            read_secrets(path)
+        except ValueError as e:
+            err = str(e)
+        assert err is not None and err.startswith("secrets.wlan: unknown key"), err
+    finally:
+        import os
+
+        os.remove(path)

@@ -45,7 +45,9 @@ def _str(value, label, optional=False):
 
 
 def read_secrets(path):
-    """{"jwt_keys": {kid: base64url key}, "introspection_client_secret": str} -> (keys, secret)."""
+    """{"jwt_keys": {kid: base64url key}, "introspection_client_secret": str} -> (keys, secret).
+    The file is the board's one secrets file: "wifi" and "ap" are the board module's (the Wi-Fi
+    credentials), allowed here and not read."""
     from .store import read_json
 
     try:
@@ -54,7 +56,7 @@ def read_secrets(path):
         raise AuthConfigError("auth.secrets: %s is not readable JSON" % path)
     if doc is None:
         raise AuthConfigError("auth.secrets: no file %s" % path)
-    doc = _obj(doc, "secrets", ("jwt_keys", "introspection_client_secret"))
+    doc = _obj(doc, "secrets", ("jwt_keys", "introspection_client_secret", "wifi", "ap"))
     keys = {}
     for kid, text in _obj(doc.get("jwt_keys", {}), "secrets.jwt_keys", list(doc.get("jwt_keys", {}))).items():
         try:

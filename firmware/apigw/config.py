@@ -331,6 +331,25 @@ def _add_route(gw, d, label, policies, transforms, guarded):
         guarded.append(("r", rid, d["resilience"], label + ".resilience"))  # read by resconfig
 
 
+def _board(d, cfg):
+    """The `board` section: the Wi-Fi boards' settings. Checked here, so a typo fails the load;
+    boards/common/wlan.py reads them from Config.extra["board"] (its DEFAULTS fill the gaps); the
+    unix board ignores them."""
+    _keys(d, "board", ("ap", "ntp_host", "watchdog_ms", "wifi_attempts", "ntp_retry_s"))
+    if d.get("ap", "off") not in ("off", "fallback", "always"):
+        raise ConfigError("board.ap: must be one of off, fallback, always")
+    _check(d.get("ntp_host", ""), "", 0, 0, "board.ntp_host")
+    wdt = d.get("watchdog_ms", 0)
+    _check(wdt, 0, 0, _MS, "board.watchdog_ms")
+    if 0 < wdt < 1000:
+        raise ConfigError("board.watchdog_ms: must be 0 (off) or 1000-%d" % _MS)
+    _check(d.get("wifi_attempts", 6), 0, 1, 100, "board.wifi_attempts")
+    _check(d.get("ntp_retry_s", 60), 0, 10, 86400, "board.ntp_retry_s")
+
+
+register_section("board", _board)
+
+
 # -- loading --------------------------------------------------------------------------------------
 
 

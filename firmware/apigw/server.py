@@ -562,7 +562,14 @@ class Server:
             await send_all(wait, sock, body, 0, len(body))
 
     def health(self):
-        """The /_gw/health document (allocates; not on the proxy path)."""
+        """The /_gw/health document (allocates; not on the proxy path). clock: the board module's
+        clock_synced (main.py sets server.board; NTP on a board, always on the unix port), else
+        the auth stage's clock; "not synced" when neither says so."""
+        board = getattr(self, "board", None)
+        if board is not None:
+            synced = getattr(board, "clock_synced", False)
+        else:
+            synced = self.gate is not None and self.gate.auth.now > 0
         return {
             "status": "stopping" if self.stopping else "ok",
             "version": __version__,
@@ -577,6 +584,7 @@ class Server:
             "services": self.gw.get_service_count(),
             "routes": self.gw.get_route_count(),
             "requests": self.stats.requests,
+            "clock": "synced" if synced else "not synced",
             "auth": None if self.gate is None else {"clock_synced": self.gate.auth.now > 0},
             "lb": None if self.balancer is None else self.balancer.stats(),
             "resilience": None if self.guard is None else self.guard.stats(),
