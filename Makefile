@@ -23,14 +23,19 @@ PORT   ?=
 # make build / make deploy: esp32 | rp2040 | unix
 BOARD  ?= unix
 # make deploy: the board's serial device (/dev/ttyUSB0, /dev/ttyACM0; build/vboard/tty for the
-# unix port behind a PTY: python tools/vboard.py start)
+# unix port behind a PTY: python tools/vboard.py start). make flash: the ESP32's serial port
+# (esptool finds it when left out) or the Pico W's RPI-RP2 drive folder.
 DEVICE ?=
+# make flash: the MicroPython download to write (a .bin for esp32, a .uf2 for rp2040) and, for an
+# ESP32, the flash offset (default 0x1000; 0x0 for an ESP32-S3/C3)
+FIRMWARE ?=
+OFFSET   ?=
 
 MPY_TEST  := MICROPYPATH=firmware:host_tests:.frozen $(MPY) -X heapsize=$(HEAP) host_tests/mpy_run.py --heap=$(HEAP)
 PYTEST    := $(PY) -m pytest -q
 BUILD_CHECKS := host_tests/cpython/test_build.py
 
-.PHONY: help venv stubs test test-mpy test-py check run bench build deploy shell clean distclean
+.PHONY: help venv stubs test test-mpy test-py check run bench build deploy flash shell clean distclean
 
 # help: list the targets.
 help:
@@ -44,6 +49,7 @@ help:
 	@echo "make bench           tools/bench.py"
 	@echo "make build BOARD=b   firmware/apigw/*.py -> build/b/apigw/*.mpy (esp32, rp2040, unix)"
 	@echo "make deploy BOARD=b DEVICE=/dev/ttyUSB0 [CONFIG=...]   build, copy what changed (mpremote), reset"
+	@echo "make flash BOARD=b FIRMWARE=file [DEVICE=...]   write MicroPython onto a board (esptool / UF2 copy)"
 	@echo "make shell DEVICE=/dev/ttyUSB0   the gateway shell over a board's serial console"
 	@echo "make clean           remove build/ and caches (distclean: .venv too)"
 
@@ -130,6 +136,14 @@ deploy: $(STAMP)
 	@test -n "$(DEVICE)" || { echo "make deploy: DEVICE=... is required (the board's serial device)"; exit 2; }
 	$(PY) tools/deploy.py $(BOARD) --device $(DEVICE) \
 		$(if $(filter command line environment,$(origin CONFIG)),--config $(CONFIG)) $(ARGS)
+
+# flash: tools/flash.py writes MicroPython itself: esptool for esp32 (erase, then write at OFFSET),
+# the UF2 copy onto the RPI-RP2 drive for rp2040 (hold BOOTSEL while plugging in). The arguments are
+# checked before the venv is touched; ARGS=--dry-run prints the commands instead.
+flash: $(if $(and $(FIRMWARE),$(filter esp32 rp2040,$(BOARD))),$(STAMP))
+	@test -n "$(FIRMWARE)" || { echo "make flash: FIRMWARE=... is required (the MicroPython download: .bin for esp32, .uf2 for rp2040; docs/boards.md)"; exit 2; }
+	@case "$(BOARD)" in esp32|rp2040) ;; *) echo "make flash: BOARD=esp32 or BOARD=rp2040 is required (not $(BOARD))"; exit 2;; esac
+	$(PY) tools/flash.py $(BOARD) $(FIRMWARE) $(if $(DEVICE),--device $(DEVICE)) $(if $(OFFSET),--offset $(OFFSET)) $(ARGS)
 
 # shell: the gateway shell on a board's serial console (tools/gwshell.py --serial).
 shell: $(STAMP)
