@@ -1,6 +1,6 @@
 """Deploy the gateway onto a board over its serial line with mpremote (CPython tool).
 
-    python tools/deploy.py BOARD --device PATH [--config FILE] [--secrets FILE] [--dry-run]
+    python tools/deploy.py BOARD --device PATH [--config FILE] [--secrets FILE] [--frozen] [--dry-run]
 
 Steps: compile firmware/apigw for BOARD (tools/build_mpy.py, into build/BOARD/); ask the board,
 in one mpremote exec, for its MicroPython version, the .mpy format it loads and the sha256 of
@@ -9,9 +9,16 @@ the files whose hash differs, check their hashes again, then reset the board.
 
 What goes where (board paths are relative to its filesystem root):
     build/BOARD/apigw/*.mpy  -> apigw/*.mpy      firmware/main.py (source: the boot file) -> main.py
-    boards/BOARD/board.py    -> board.py         boards/common/*.py (not for unix) -> *.py
-    the config               -> gateway.json     files the config names (auth.secrets, listen.tls_cert,
-    --secrets FILE           -> secrets.json     listen.tls_key; relative to the config) -> same path
+    boards/BOARD/board.py    -> board.mpy        boards/common/*.py -> *.mpy (compiled into build/BOARD/;
+    the config               -> gateway.json       for unix: board.py as source, no common modules)
+    --secrets FILE           -> secrets.json     files the config names (auth.secrets, listen.tls_cert,
+                                                 listen.tls_key; relative to the config) -> same path
+
+A file already on the board that would be imported instead of a deployed one (x.py beside a
+deployed x.mpy: MicroPython tries .py first) is removed. --frozen is for a firmware built with
+boards/BOARD/manifest.py (apigw and the board modules frozen into flash): only main.py, the config
+and its files are copied, and apigw/ and the board modules are removed from the filesystem, which
+comes before the frozen modules in sys.path.
 
 BOARD=unix is the unix port behind a serial PTY (tools/vboard.py): mpremote connects to it with
 `resume` (a soft reset would end the port) and there is nothing to reset. Other boards get a plain
@@ -80,7 +87,7 @@ _i = sys.implementation
 print(%r + json.dumps({"version": list(_i.version[:3]), "mpy": getattr(_i, "_mpy", None),
     "machine": getattr(_i, "_machine", ""), "platform": sys.platform, "sha256": hashlib is not None,
     "hashes": {p: (_hash(p) if hashlib else None) for p in %r},
-    "dirs": {d: _isdir(d) for d in %r}, "apigw": _ls("apigw")}))
+    "dirs": {d: _isdir(d) for d in %r}, "apigw": _ls("apigw"), "root": _ls("")}))
 """
 
 
@@ -114,16 +121,43 @@ def config_files(config_path):
     return out
 
 
-def plan(board, build_dir, config, secrets=None, src=None):
-    """[(host path, board path)] for every file the board needs, in copy order. src: the
-    firmware folder main.py comes from (default firmware/)."""
-    apigw = os.path.join(build_dir, board, "apigw")
-    files = [(os.path.join(apigw, n), "apigw/" + n) for n in sorted(os.listdir(apigw)) if n.endswith(".mpy")]
-    files.append((os.path.join(src or os.path.join(ROOT, "firmware"), "main.py"), "main.py"))
-    files.append((os.path.join(ROOT, "boards", board, "board.py"), "board.py"))
-    if board != "unix":  # the Wi-Fi bring-up the board modules import
+def board_modules(board):
+    """The board module and, for a Wi-Fi board, the bring-up it imports: [(source, module name)]."""
+    mods = [(os.path.join(ROOT, "boards", board, "board.py"), "board")]
+    if board != "unix":
         common = os.path.join(ROOT, "boards", "common")
-        files += [(os.path.join(common, n), n) for n in sorted(os.listdir(common)) if n.endswith(".py")]
+        mods += [(os.path.join(common, n), n[:-3]) for n in sorted(os.listdir(common)) if n.endswith(".py")]
+    return mods
+
+
+def build_board_modules(board, out_root):
+    """Compile the board modules into out_root/BOARD/ as .mpy (a board then need not compile them
+    at boot: compiling takes far more heap than loading). Returns the failure count."""
+    failures = 0
+    for src, name in board_modules(board):
+        rc, text = build_mpy.compile_file(src, os.path.join(out_root, board, name + ".mpy"), build_mpy.MARCH[board])
+        if rc != 0 or text.strip():
+            print("FAIL %s: %s" % (src, text.strip()), file=sys.stderr)
+            failures += 1
+    return failures
+
+
+def plan(board, build_dir, config, secrets=None, src=None, frozen=False):
+    """[(host path, board path)] for every file the board needs, in copy order. src: the
+    firmware folder main.py comes from (default firmware/). frozen: the board's firmware holds
+    apigw and the board modules (boards/BOARD/manifest.py): only main.py and the config go.
+    The unix board's module goes as source; a Wi-Fi board's as .mpy (build_board_modules)."""
+    files = []
+    if not frozen:
+        apigw = os.path.join(build_dir, board, "apigw")
+        files = [(os.path.join(apigw, n), "apigw/" + n) for n in sorted(os.listdir(apigw)) if n.endswith(".mpy")]
+    files.append((os.path.join(src or os.path.join(ROOT, "firmware"), "main.py"), "main.py"))
+    if not frozen:
+        for path, name in board_modules(board):
+            if board == "unix":
+                files.append((path, name + ".py"))
+            else:
+                files.append((os.path.join(build_dir, board, name + ".mpy"), name + ".mpy"))
     files.append((config, "gateway.json"))
     base = os.path.dirname(os.path.abspath(config))
     for name in config_files(config):
@@ -261,6 +295,31 @@ def probe(device, resume, board_paths):
     raise DeployError("no answer from the board on %s:\n%s" % (device, out.strip()[-600:]))
 
 
+def shadows(info, board_paths, frozen, board):
+    """Files on the board that would be imported instead of what this deploy puts there: x.py
+    beside a deployed x.mpy (MicroPython tries .py first), and for a frozen firmware every file
+    of apigw/ and the board modules (the filesystem comes before the frozen modules in sys.path)."""
+    out = []
+    mpys = {p[:-4] for p in board_paths if p.endswith(".mpy")}
+    on_board = ["apigw/" + n for n in info.get("apigw", ())] + list(info.get("root", ()))
+    frozen_names = {n + ext for _, n in board_modules(board) for ext in (".py", ".mpy")}
+    for path in on_board:
+        if path.endswith(".py") and path[:-3] in mpys:
+            out.append(path)
+        elif frozen and (path.startswith("apigw/") or path in frozen_names):
+            out.append(path)
+    return sorted(out)
+
+
+def remove(device, resume, paths, rmdir_apigw):
+    args = []
+    for path in paths:
+        args += ["rm", ":" + path, "+"]
+    if rmdir_apigw:
+        args += ["rmdir", ":apigw", "+"]
+    mpremote(device, resume, args[:-1])
+
+
 def copy(device, resume, files, dirs):
     """Make the missing folders, then copy every (src, dst) in one mpremote session."""
     args = []
@@ -281,11 +340,13 @@ def deploy(args):
     config = args.config or os.path.join(ROOT, "boards", board, "gateway.json")
     if not os.path.isfile(config):
         raise DeployError("no config %s: pass --config FILE (make deploy CONFIG=FILE)" % config, 2)
-    if not args.no_build:
+    if not args.no_build and not args.frozen:
         print("build: mpy-cross -march=%s -> %s" % (build_mpy.MARCH[board], os.path.join(args.out, board)))
         if build_mpy.build(board, args.src, args.out, verbose=False):
             raise DeployError("build failed (make build BOARD=%s shows why)" % board)
-    files = plan(board, args.out, config, args.secrets, args.src)
+        if board != "unix" and build_board_modules(board, args.out):
+            raise DeployError("build of the board modules failed")
+    files = plan(board, args.out, config, args.secrets, args.src, args.frozen)
     headers = read_headers(files)
     info = probe(args.device, resume, [dst for _, dst in files])
     ver = ".".join(str(v) for v in info["version"])
@@ -301,15 +362,23 @@ def deploy(args):
         print("board: no hashlib.sha256: every file is copied")
     changed = [(src, dst) for src, dst in files if info["hashes"].get(dst) != sha256_file(src)]
     unchanged = len(files) - len(changed)
+    shadowing = shadows(info, [dst for _, dst in files], args.frozen, board)
     wanted = {dst[6:] for _, dst in files if dst.startswith("apigw/")}
-    stale = sorted(n for n in info.get("apigw", ()) if n not in wanted)
-    if stale:  # an apigw/x.py left there would be imported instead of the new x.mpy
+    stale = sorted(n for n in info.get("apigw", ()) if n not in wanted and "apigw/" + n not in shadowing)
+    if stale:
         print("board: not part of this build, left in place: " + ", ".join("apigw/" + n for n in stale))
+    for path in shadowing:
+        print(
+            "%s %s (it would be imported instead of the deployed code)"
+            % ("would remove" if args.dry_run else "remove", ":" + path)
+        )
     for src, dst in changed:
         print("%s %-28s <- %s" % ("would copy" if args.dry_run else "copy", ":" + dst, os.path.relpath(src, ROOT)))
     if args.dry_run:
         print("dry run: would copy %d, unchanged %d" % (len(changed), unchanged))
         return 0
+    if shadowing:
+        remove(args.device, resume, shadowing, args.frozen and bool(info.get("apigw")))
     missing_dirs = [d for d, there in sorted(info["dirs"].items()) if not there]
     copy(args.device, resume, changed, missing_dirs)
     if changed:
@@ -342,6 +411,12 @@ def main(argv=None):
     ap.add_argument("--src", default=os.path.join(ROOT, "firmware"), help="firmware folder: apigw/, main.py")
     ap.add_argument("--out", default=os.path.join(ROOT, "build"), help="build root (default build/)")
     ap.add_argument("--no-build", action="store_true", help="deploy what --out/BOARD already holds")
+    ap.add_argument(
+        "--frozen",
+        action="store_true",
+        help="the board runs a firmware with apigw frozen in (boards/BOARD/manifest.py): copy only main.py, "
+        "the config and its files, and remove apigw/ and the board modules from the filesystem",
+    )
     ap.add_argument("--dry-run", action="store_true", help="list what would be copied; change nothing")
     ap.add_argument("--no-reset", action="store_true", help="do not reset the board after copying")
     ap.add_argument("--resume", action="store_true", default=None, help="connect with `resume` (default for unix)")

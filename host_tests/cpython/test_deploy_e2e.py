@@ -228,3 +228,48 @@ def test_check_compat_table():
     for board_mpy, headers, want in COMPAT:
         found = deploy.check_compat(board_mpy, headers)
         assert (found and found[0]) == want, (board_mpy, headers, found)
+
+
+def test_shadowing_files_go_and_a_frozen_firmware_gets_only_the_config(board, firmware, gateway_config, tmp_path):
+    """A stale apigw/x.py beside the deployed x.mpy would be imported instead (MicroPython tries
+    .py first): the deploy removes it. --frozen copies main.py and the config only, and clears
+    apigw/ and the board module off the filesystem, where they would shadow the frozen ones."""
+    config, _ = gateway_config
+    out = tmp_path / "build"
+    rc, text = run_deploy("unix", "--device", board.tty, "--config", config, "--src", firmware, "--out", out)
+    assert rc == 0, text
+    stale = os.path.join(board.fs, "apigw", "relay.py")
+    with open(stale, "w") as f:
+        f.write("raise ImportError('the stale source ran')\n")
+    rc, text = run_deploy("unix", "--device", board.tty, "--config", config, "--src", firmware, "--out", out)
+    assert rc == 0 and "remove :apigw/relay.py (it would be imported instead of the deployed code)" in text, text
+    assert not os.path.exists(stale) and os.path.exists(stale[:-3] + ".mpy")
+
+    rc, text = run_deploy("unix", "--device", board.tty, "--frozen", "--config", config, "--src", firmware, "--dry-run")
+    assert rc == 0 and "would remove :apigw/server.mpy" in text and "would remove :board.py" in text, text
+    assert os.path.isdir(os.path.join(board.fs, "apigw"))  # a dry run changes nothing
+    rc, text = run_deploy("unix", "--device", board.tty, "--frozen", "--config", config, "--src", firmware)
+    assert rc == 0 and "build:" not in text and "copied 0, unchanged 2" in text, text
+    left = tree(board.fs)
+    assert not any(p.startswith("apigw") for p in left) and "board.py" not in left, sorted(left)
+    assert left["main.py"] == sha256(os.path.join(firmware, "main.py")) and left["gateway.json"] == sha256(config)
+
+
+def test_a_wifi_board_gets_its_modules_precompiled(tmp_path):
+    """esp32 / rp2040: board.py and boards/common/*.py go as .mpy for the board's CPU (compiling
+    them at boot would take heap the gateway needs); main.py stays the source boot file."""
+    for board_name in ("esp32", "rp2040"):
+        assert deploy.build_board_modules(board_name, str(tmp_path)) == 0
+        os.makedirs(tmp_path / board_name / "apigw", exist_ok=True)
+        files = deploy.plan(board_name, str(tmp_path), os.path.join(ROOT, "boards", board_name, "gateway.json"))
+        dsts = [dst for _, dst in files]
+        assert "board.mpy" in dsts and "wlan.mpy" in dsts and "main.py" in dsts, dsts
+        assert [d for d in dsts if d.endswith(".py")] == ["main.py"], dsts
+        with open(tmp_path / board_name / "board.mpy", "rb") as f:
+            head = f.read(3)
+        arch = deploy.decode(head[1], head[2])[2]
+        assert head[:1] == b"M" and deploy.ARCHS[arch] in ("none", deploy.build_mpy.MARCH[board_name])
+        frozen = deploy.plan(
+            board_name, str(tmp_path), os.path.join(ROOT, "boards", board_name, "gateway.json"), frozen=True
+        )
+        assert [dst for _, dst in frozen][:2] == ["main.py", "gateway.json"], frozen
