@@ -164,10 +164,14 @@ def plan(board, build_dir, config, secrets=None, src=None, frozen=False):
         files.append((os.path.join(base, name), name))
     if secrets:
         files.append((secrets, "secrets.json"))
+    seen = {}
     for src, dst in files:
         if not os.path.isfile(src):
             raise DeployError("no file %s (for :%s)" % (src, dst), 2)
-    return files
+        if dst in seen and os.path.abspath(seen[dst]) != os.path.abspath(src):
+            raise DeployError("%s and %s would both be :%s: name one of them" % (seen[dst], src, dst), 2)
+        seen[dst] = src
+    return [(src, dst) for dst, src in seen.items()]
 
 
 def sha256_file(path):

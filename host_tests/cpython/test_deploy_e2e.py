@@ -273,3 +273,19 @@ def test_a_wifi_board_gets_its_modules_precompiled(tmp_path):
             board_name, str(tmp_path), os.path.join(ROOT, "boards", board_name, "gateway.json"), frozen=True
         )
         assert [dst for _, dst in frozen][:2] == ["main.py", "gateway.json"], frozen
+
+
+def test_two_files_for_one_board_path_are_refused(tmp_path):
+    """--secrets FILE and a config whose auth.secrets names another file would both be
+    :secrets.json: refused before anything is copied (the same file twice goes once)."""
+    os.makedirs(tmp_path / "unix" / "apigw")
+    cfg = tmp_path / "gw.json"
+    cfg.write_text(json.dumps({"auth": {"secrets": "secrets.json"}}))
+    (tmp_path / "secrets.json").write_text("{}")
+    other = tmp_path / "other.json"
+    other.write_text("{}")
+    with pytest.raises(deploy.DeployError) as e:
+        deploy.plan("unix", str(tmp_path), str(cfg), secrets=str(other))
+    assert e.value.status == 2 and "would both be :secrets.json" in str(e.value)
+    files = deploy.plan("unix", str(tmp_path), str(cfg), secrets=str(tmp_path / "secrets.json"))
+    assert [dst for _, dst in files].count("secrets.json") == 1
