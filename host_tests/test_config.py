@@ -415,6 +415,13 @@ def test_save_last_good_replaces():
         with open(d + "/good.json") as f:
             assert f.read() == "new " * 200
         assert sorted(os.listdir(d)) == ["a.json", "good.json"]
+        # The same bytes again: nothing is written (a board in a reset loop does not wear its
+        # flash). A write would go through good.json.tmp: a folder of that name makes it fail.
+        os.mkdir(d + "/good.json.tmp")
+        save_last_good(d + "/a.json", d + "/good.json")
+        _write(d + "/a.json", "new " * 199 + "nex ")  # same size, other bytes: written
+        raises(OSError, save_last_good, d + "/a.json", d + "/good.json")
+        os.rmdir(d + "/good.json.tmp")
     finally:
         _rmtree(d)
 

@@ -469,8 +469,32 @@ def load_config_text(text, gateway=None):
     return load_config_stream(io.BytesIO(text.encode() if isinstance(text, str) else text), gateway)
 
 
+def _same_file(a, b):
+    """True when the files at a and b hold the same bytes (False when either cannot be read)."""
+    try:
+        if os.stat(a)[6] != os.stat(b)[6]:
+            return False
+        fa, fb = open(a, "rb"), open(b, "rb")
+    except OSError:
+        return False
+    try:
+        while True:
+            x = fa.read(_CHUNK)
+            if x != fb.read(_CHUNK):
+                return False
+            if not x:
+                return True
+    finally:
+        fa.close()
+        fb.close()
+
+
 def save_last_good(path, good_path):
-    """Copy path to good_path atomically: write good_path + ".tmp", then rename over it."""
+    """Copy path to good_path atomically: write good_path + ".tmp", then rename over it. Nothing is
+    written when good_path already holds the same bytes (a board that boots often, in a reset
+    loop say, does not wear its flash)."""
+    if _same_file(path, good_path):
+        return
     tmp = good_path + ".tmp"
     buf = bytearray(_CHUNK)
     mv = memoryview(buf)

@@ -265,17 +265,19 @@ class Server:
             if not slot.resp_started:
                 self._reply_error(slot, sock, 500, False, 0)
         finally:
-            self.upstream.relays[slot.index].abort()  # a request cut short leaves no upstream socket
-            if self.guard is not None:
-                self.guard.release(slot)  # nor a bulkhead permit or a breaker's probe place
-            if self.monitoring is not None:
-                self.monitoring.abandoned(slot)  # a request cut short is counted too
-            if self.medio is not None:
-                self.medio.release(slot)
-            close_socket(sock)
-            if sock is not raw:
-                raw.close()  # after a failed TLS handshake, closing the TLS stream leaves it open
-            self._release(slot)
+            try:
+                self.upstream.relays[slot.index].abort()  # a request cut short leaves no upstream socket
+                if self.guard is not None:
+                    self.guard.release(slot)  # nor a bulkhead permit or a breaker's probe place
+                if self.monitoring is not None:
+                    self.monitoring.abandoned(slot)  # a request cut short is counted too
+                if self.medio is not None:
+                    self.medio.release(slot)
+                close_socket(sock)
+                if sock is not raw:
+                    raw.close()  # after a failed TLS handshake, closing the TLS stream leaves it open
+            finally:
+                self._release(slot)  # even when Ctrl-C lands in the cleanup: stop() waits for every slot
 
     def _refuse(self, sock):
         """503 with Retry-After for a connection that got no slot (rare path: allocates)."""
