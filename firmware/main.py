@@ -139,7 +139,7 @@ def _apply_changes(server, path):
     module is imported only when there is a change file (or its previous copy) to apply."""
     import os
 
-    for p in (path, path[:-5] + ".prev.json"):
+    for p in (path, path[:-5] + ".prev.json"):  # runstate.prev_path's rule, without loading it
         try:
             os.stat(p)
         except OSError:

@@ -39,6 +39,16 @@ def raises(exc_type, fn, *args, **kw):
     raise AssertionError("%s did not raise %r" % (name, exc_type))
 
 
+def root():
+    """The repository's folder (for boards/ and firmware/ files), from this file's path: the unix
+    port has no os.path, and a test may run from the repository or from host_tests/."""
+    f = __file__
+    i = f.rfind("/")
+    d = f[:i] if i >= 0 else "."
+    j = d.rfind("/")
+    return d[:j] if j >= 0 else (".." if d == "." else ".")
+
+
 def lcg(seed):
     """A deterministic generator of 31-bit ints for generated test data (the random module is not
     on every MicroPython): returns a function giving the next one."""

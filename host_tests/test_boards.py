@@ -14,7 +14,7 @@ import os
 import sys
 
 from apigw.config import ConfigError, load_config_text
-from check import raises
+from check import raises, root
 
 SHIMS = ("machine", "network", "ntptime", "rp2")
 PASSWORD = "correct-horse-battery"
@@ -22,15 +22,7 @@ SSID = "home-net-5g"
 AP_PASSWORD = "setup-pass-42"
 
 
-def _root():
-    f = __file__
-    i = f.rfind("/")
-    d = f[:i] if i >= 0 else "."
-    j = d.rfind("/")
-    return d[:j] if j >= 0 else (".." if d == "." else ".")
-
-
-ROOT = _root()
+ROOT = root()
 TMP = "/tmp/apigw_test_boards_%d" % (os.getpid() if hasattr(os, "getpid") else 0)
 
 

@@ -39,14 +39,6 @@ def _err(text):
     return str(raises(ConfigError, load_config_text, text))
 
 
-def _root():
-    f = __file__
-    i = f.rfind("/")
-    d = f[:i] if i >= 0 else "."
-    j = d.rfind("/")
-    return d[:j] if j >= 0 else (".." if d == "." else ".")
-
-
 def _tmpdir():
     try:
         import tempfile

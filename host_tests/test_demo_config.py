@@ -9,18 +9,11 @@ of the loader's own heap tests.
 # precompiled, and the demo config is the unix board's, not a small board's)
 
 from apigw.config import load_config
-
-
-def _root():
-    f = __file__
-    i = f.rfind("/")
-    d = f[:i] if i >= 0 else "."
-    j = d.rfind("/")
-    return d[:j] if j >= 0 else (".." if d == "." else ".")
+from check import root
 
 
 def test_demo_config_loads():
-    cfg = load_config(_root() + "/boards/unix/gateway.json")
+    cfg = load_config(root() + "/boards/unix/gateway.json")
     gw = cfg.gateway
     assert cfg.listen.host == "127.0.0.1" and cfg.listen.port == 8080 and cfg.listen.slots == 4
     assert gw.get_service_count() == 7 and gw.get_service("slow").timeout_ms == 1000

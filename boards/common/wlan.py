@@ -16,7 +16,6 @@ raise out of Bringup.tick() (it runs in the server's loop), or hold pins and lim
 each board.py's. The unix board imports none of this.
 """
 
-import json
 import os
 import time
 
@@ -122,10 +121,11 @@ def settings(config):
 def read_secrets(path=None):
     """The secrets document, or {} when there is none or it is not a JSON object. Its content is
     never logged, not even in the error about a bad file."""
+    from apigw.store import read_json  # the firmware's reader: None when there is no file
+
     path = path or SECRETS
     try:
-        with open(path) as f:
-            doc = json.load(f)
+        doc = read_json(path)
     except OSError:
         return {}
     except ValueError:
@@ -390,4 +390,4 @@ class Bringup:
                 self.synced = True
                 self.ntp_pending = False
                 log("board: clock synced (NTP)")
-        return self.blink_tick or self.ntp_pending
+        return self.busy()

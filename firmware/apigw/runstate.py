@@ -166,13 +166,16 @@ class Changes:
         gw = server.gw
         done = [0, 0]
 
+        def skip(what, why):
+            done[1] += 1
+            log("apigw: change not applied: " + what + " (" + why + ")")
+
         def step(what, fn, *args):
             try:
                 fn(*args)
                 done[0] += 1
             except Exception as e:  # noqa: BLE001  (any table's error: report, keep booting)
-                done[1] += 1
-                log("apigw: change not applied: " + what + " (" + str(e) + ")")
+                skip(what, str(e))
 
         routes = {}
         for r in gw.list_routes():
@@ -189,21 +192,20 @@ class Changes:
             step("add route " + s["key"], _add_route, gw, s)
         b = getattr(server, "balancer", None)
         if b is not None:
-            self._apply_instances(b, step)
+            self._apply_instances(b, step, skip)
         guard = getattr(server, "guard", None)
         for name, state in sorted(d["breakers"].items()):
             br = None if guard is None else guard.breakers
             bid = -1 if br is None else br.find(name)
             if bid < 0:
-                done[1] += 1
-                log("apigw: change not applied: hold breaker " + name + " (no such breaker)")
+                skip("hold breaker " + name, "no such breaker")
             elif state == "open":
                 step("trip breaker " + name, br.force_open, bid, now_ms)  # type: ignore
             else:
                 step("close breaker " + name, br.force_closed, bid)  # type: ignore
         return done[0], done[1]
 
-    def _apply_instances(self, b, step):
+    def _apply_instances(self, b, step, skip):
         d = self.doc
         lb = b.lb
         for key in d["instances_removed"]:
@@ -216,9 +218,9 @@ class Changes:
         for key, s in sorted(d["instances"].items()):
             iid = _find(lb, key)
             if iid < 0:
-                step("set instance " + key, _missing, key)
-                continue
-            step("set instance " + key, _set_instance, lb, iid, s)
+                skip("set instance " + key, "no such instance")
+            else:
+                step("set instance " + key, _set_instance, lb, iid, s)
 
 
 def _add_route(gw, spec):
@@ -233,10 +235,6 @@ def _find(lb, key):
     pool, host, port = _split_instance(key)
     pid = lb.pool_id(pool)
     return -1 if pid < 0 else lb.find_instance(pid, host, port)
-
-
-def _missing(key):
-    raise ValueError("no such instance")
 
 
 def _set_instance(lb, iid, s):

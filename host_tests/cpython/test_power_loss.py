@@ -214,18 +214,23 @@ def check(flash, image, ps, where):
     return names["gateway.json"], names["gateway.good.json"], tmp
 
 
-def serve_and_get(flash, e2e, image, ps, where):
-    """Boot main.py from the flash image; GET /which; Ctrl-C. Returns the body."""
-    port = e2e.free_port()
-    log_path = os.path.join(str(flash["dir"]), "serve.log")
+def start_serve(flash, image, ps, port, log_path):
+    """The gateway booted from the flash image on port (the rig's `serve`), its console to log_path."""
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [flash["mpy"], "-X", HEAP, RIG, "serve", image, str(ps), str(port)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=mpy_env(),
         )
+
+
+def serve_and_get(flash, e2e, image, ps, where):
+    """Boot main.py from the flash image; GET /which; Ctrl-C. Returns the body."""
+    port = e2e.free_port()
+    log_path = os.path.join(str(flash["dir"]), "serve.log")
+    proc = start_serve(flash, image, ps, port, log_path)
     try:
         up = e2e.wait_port(port, TIMEOUT, lambda: proc.poll() is None)
         assert up, "the gateway did not boot from flash (%s):\n%s" % (where, _read(log_path))
@@ -392,14 +397,7 @@ def test_power_cut_during_admin_put(flash, e2e):
     outcomes = {"before the write": 0, "inside atomic_write": 0, "after the rename": 0, "answered": 0}
     for run in range(ADMIN_RUNS):
         port = e2e.free_port()
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [flash["mpy"], "-X", HEAP, RIG, "serve", image, str(ps), str(port)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=mpy_env(),
-            )
+        proc = start_serve(flash, image, ps, port, log_path)
         try:
             assert e2e.wait_port(port, TIMEOUT, lambda: proc.poll() is None), _read(log_path)
             good = cfg  # the boot loaded gateway.json and kept it as the last good copy
